@@ -1,0 +1,283 @@
+--- The scheduler: timers (retry backoff), polling, blocking waits and the
+-- coroutines of llmchat.run / llmchat.spawn. One per Lua state, like the C
+-- engine it drives.
+local core = require("llmchat.core")
+
+local M = {}
+
+local now = core.now
+local unpack = table.unpack or unpack  -- luacheck: ignore 143
+
+-- timers: a small binary heap ordered by due time
+local heap = {}
+local timer_seq = 0
+
+local function heap_up(i)
+  while i > 1 do
+    local p = math.floor(i / 2)
+    if heap[p].at <= heap[i].at then break end
+    heap[p], heap[i] = heap[i], heap[p]
+    i = p
+  end
+end
+
+local function heap_down(i)
+  local n = #heap
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and heap[l].at < heap[m].at then m = l end
+    if r <= n and heap[r].at < heap[m].at then m = r end
+    if m == i then return end
+    heap[m], heap[i] = heap[i], heap[m]
+    i = m
+  end
+end
+
+--- Runs fn after `delay` seconds (from poll or a blocking wait). `owner`
+-- (a call) lets a blocking wait fire only its own timers. Returns the timer;
+-- timer.cancelled = true stops it.
+function M.after(delay, fn, owner)
+  timer_seq = timer_seq + 1
+  local t = { at = now() + math.max(0, delay), fn = fn, owner = owner, seq = timer_seq }
+  heap[#heap + 1] = t
+  heap_up(#heap)
+  return t
+end
+
+local function pop_timer()
+  local t = heap[1]
+  local n = #heap
+  heap[1] = heap[n]
+  heap[n] = nil
+  if n > 1 then heap_down(1) end
+  return t
+end
+
+--- Seconds until the next timer (of `owner` when given), nil if none.
+local function next_delay(owner)
+  if owner then
+    local best
+    for _, t in ipairs(heap) do
+      if t.owner == owner and not t.cancelled and (not best or t.at < best) then best = t.at end
+    end
+    return best and math.max(0, best - now())
+  end
+  while heap[1] and heap[1].cancelled do pop_timer() end
+  return heap[1] and math.max(0, heap[1].at - now())
+end
+
+-- Fires due timers; with `owner`, only that owner's (the rest stay queued).
+local function fire_timers(owner)
+  local t0 = now()
+  if owner then
+    local due = {}
+    for i = #heap, 1, -1 do
+      local t = heap[i]
+      if t.owner == owner and t.at <= t0 then due[#due + 1] = t end
+    end
+    table.sort(due, function(a, b) return a.at < b.at end)
+    for _, t in ipairs(due) do
+      if not t.cancelled then
+        t.cancelled = true
+        t.fn()
+      end
+    end
+    return
+  end
+  while heap[1] and heap[1].at <= t0 do
+    local t = pop_timer()
+    if not t.cancelled then
+      t.cancelled = true
+      t.fn()
+    end
+  end
+end
+
+-- calls started and not finished (a retry waiting on its timer counts)
+local active = 0
+function M.call_started() active = active + 1 end
+function M.call_finished() active = active - 1 end
+function M.active() return active end
+
+---------------------------------------------------------------------------
+-- coroutines
+
+local tasks = setmetatable({}, { __mode = "k" })  -- coroutine -> task
+local ready = {}                                   -- tasks to resume
+local ntasks = 0
+
+local function wake(task)
+  if task and not task.queued and not task.dead then
+    task.queued = true
+    ready[#ready + 1] = task
+  end
+end
+M.wake = wake
+
+local function kill_group(group)
+  for co, task in pairs(tasks) do
+    if task.group == group and not task.dead then
+      task.dead = true
+      ntasks = ntasks - 1
+      if task.call and task.call.cancel then task.call:cancel() end
+      tasks[co] = nil
+      if coroutine.close then pcall(coroutine.close, co) end
+    end
+  end
+end
+
+local function resume_ready()
+  local batch = ready
+  ready = {}
+  for _, task in ipairs(batch) do
+    task.queued = false
+    if not task.dead then
+      local ok, err = coroutine.resume(task.co, unpack(task.args or {}))
+      task.args = nil
+      if coroutine.status(task.co) == "dead" then
+        task.dead = true
+        ntasks = ntasks - 1
+        tasks[task.co] = nil
+        if task.group then task.group.left = task.group.left - 1 end
+        if not ok then
+          if task.group then
+            if task.group.err == nil then
+              task.group.err = err
+              task.group.traceback = debug.traceback(task.co)
+            end
+            kill_group(task.group)
+          else
+            error(err, 0)
+          end
+        end
+      end
+    end
+  end
+end
+
+local current_group = nil
+
+--- Starts fn(...) as a coroutine driven by llmchat.run / llmchat.poll.
+function M.spawn(fn, ...)
+  if type(fn) ~= "function" then error("llmchat.spawn: expected a function", 2) end
+  local co = coroutine.create(fn)
+  local parent = tasks[coroutine.running() or false]
+  local group = parent and parent.group or current_group
+  local task = { co = co, args = { ... }, group = group }
+  tasks[co] = task
+  ntasks = ntasks + 1
+  if group then group.left = group.left + 1 end
+  wake(task)
+  return co
+end
+
+--- The task of the running coroutine, when it is one of ours.
+function M.current_task()
+  local co = coroutine.running()
+  return co and tasks[co]
+end
+
+---------------------------------------------------------------------------
+-- polling
+
+local in_poll = false
+
+--- Advances every request in flight; fires callbacks and due timers; resumes
+-- coroutines. Returns how many calls and coroutines are still going.
+function M.poll(timeout)
+  if timeout ~= nil and type(timeout) ~= "number" then
+    error("llmchat.poll: timeout must be a number of seconds", 2)
+  end
+  if in_poll or core.dispatching() then
+    error("llmchat.poll: cannot poll from inside a callback that poll fired", 2)
+  end
+  in_poll = true
+  local ok, err = pcall(function()
+    local wait = timeout or 0
+    if #ready > 0 then wait = 0 end
+    local nt = next_delay()
+    if nt and nt < wait then wait = nt end
+    if core.inflight() == 0 and not nt then wait = 0 end
+    local _, cberr = core.drive(wait)
+    fire_timers()
+    resume_ready()
+    if cberr ~= nil then error(cberr, 0) end
+  end)
+  in_poll = false
+  if not ok then error(err, 0) end
+  return active + ntasks
+end
+
+--- Sleeps `seconds`: yields inside a coroutine of ours, else drives the
+-- engine meanwhile (callbacks of other requests wait for the next poll).
+function M.sleep(seconds)
+  local task = M.current_task()
+  if task then
+    local t = M.after(seconds, function() wake(task) end)
+    repeat coroutine.yield() until t.cancelled
+    return
+  end
+  local deadline = now() + seconds
+  while true do
+    local left = deadline - now()
+    if left <= 0 then return end
+    core.drive(left, false)
+  end
+end
+
+--- Waits until `call` is done. In a coroutine of ours: yields to the
+-- scheduler. Otherwise drives the engine, dispatching only this call's
+-- callbacks and timers, so a blocking call never fires another request's.
+function M.wait(call, until_fn)
+  until_fn = until_fn or function() return call.done end
+  local task = M.current_task()
+  if task then
+    local prev = task.call
+    task.call = call
+    call.waiter = task
+    while not until_fn() do coroutine.yield() end
+    task.call = prev
+    return
+  end
+  while not until_fn() do
+    local wait = 1.0
+    local nt = next_delay(call)
+    if nt and nt < wait then wait = nt end
+    local _, err = core.drive(wait, call.req)
+    fire_timers(call)
+    if err ~= nil then error(err, 0) end
+  end
+end
+
+--- Runs fn(...) as a coroutine and drives everything until it and every
+-- coroutine it spawned are done. An error in one cancels the others and is
+-- raised from run.
+function M.run(fn, ...)
+  if type(fn) ~= "function" then error("llmchat.run: expected a function", 2) end
+  local group = { left = 0 }
+  local saved = current_group
+  current_group = group
+  M.spawn(fn, ...)
+  current_group = saved
+  local ok, err = pcall(function()
+    while group.left > 0 and group.err == nil do
+      if in_poll or core.dispatching() then
+        error("llmchat.run: cannot run from inside a callback that poll fired", 0)
+      end
+      if #ready > 0 then
+        in_poll = true
+        local rok, rerr = pcall(resume_ready)
+        in_poll = false
+        if not rok then error(rerr, 0) end
+      end
+      if group.left > 0 and group.err == nil then M.poll(#ready > 0 and 0 or 0.05) end
+    end
+  end)
+  if not ok and group.err == nil then group.err = err end
+  if group.err ~= nil then
+    kill_group(group)
+    error(group.err, 0)
+  end
+end
+
+return M

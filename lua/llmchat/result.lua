@@ -1,0 +1,165 @@
+--- Shapes responses into the public result, and failed responses into errors.
+local json = require("llmchat.json")
+local errors = require("llmchat.errors")
+
+local M = {}
+
+local function first_reasoning(msg)
+  local r = msg.reasoning_content
+  if r == nil then r = msg.reasoning end
+  if type(r) ~= "string" then r = nil end
+  return r
+end
+
+-- The assistant message as the API wants it back in a history: reasoning is
+-- kept on the result, not in the message (providers reject it as input).
+local function history_message(msg)
+  local m = {}
+  for k, v in pairs(msg) do
+    if k ~= "reasoning_content" and k ~= "reasoning" then m[k] = v end
+  end
+  m.role = m.role or "assistant"
+  return m
+end
+
+--- Fills the top-level convenience fields from choice 1.
+local function finish_result(res)
+  local c1 = res.choices and res.choices[1]
+  if c1 then
+    res.message = c1.message
+    res.content = c1.message and c1.message.content
+    if type(res.content) ~= "string" and type(res.content) ~= "table" then res.content = nil end
+    res.reasoning = c1.reasoning
+    res.refusal = c1.message and c1.message.refusal
+    res.finish_reason = c1.finish_reason
+    res.tool_calls = c1.message and c1.message.tool_calls
+  end
+  return res
+end
+
+--- From a decoded chat.completion body.
+function M.from_completion(body)
+  local res = {
+    id = body.id, model = body.model, created = body.created, object = body.object,
+    system_fingerprint = body.system_fingerprint, usage = body.usage,
+    service_tier = body.service_tier, provider = body.provider, citations = body.citations,
+    choices = {},
+  }
+  for i, ch in ipairs(type(body.choices) == "table" and body.choices or {}) do
+    if type(ch) == "table" then
+      local msg = type(ch.message) == "table" and ch.message or {}
+      res.choices[i] = {
+        index = ch.index or (i - 1), finish_reason = ch.finish_reason, logprobs = ch.logprobs,
+        reasoning = first_reasoning(msg), message = history_message(msg),
+      }
+    end
+  end
+  return finish_result(res)
+end
+
+--- From the C assembler's table (a streamed completion).
+function M.from_assembled(a)
+  local res = {
+    id = a.id, model = a.model, created = a.created, object = "chat.completion",
+    system_fingerprint = a.system_fingerprint, choices = {},
+  }
+  if a.usage_json then res.usage = json.decode(a.usage_json) end
+  for i, ch in ipairs(a.choices or {}) do
+    local msg = { role = ch.role or "assistant", content = ch.content, refusal = ch.refusal }
+    if ch.tool_calls and #ch.tool_calls > 0 then
+      local calls = {}
+      for j, tc in ipairs(ch.tool_calls) do
+        calls[j] = { id = tc.id, type = tc.type or "function",
+          ["function"] = { name = tc.name, arguments = tc.arguments or "" } }
+      end
+      msg.tool_calls = calls
+    end
+    res.choices[i] = { index = ch.index or (i - 1), finish_reason = ch.finish_reason,
+      reasoning = ch.reasoning, message = msg }
+  end
+  return finish_result(res)
+end
+
+local function html_title(body)
+  local t = body:match("<[Tt][Ii][Tt][Ll][Ee][^>]*>(.-)</[Tt][Ii][Tt][Ll][Ee]>")
+  if t then t = t:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "") end
+  return t
+end
+
+local function snippet(body)
+  local s = body:sub(1, 200):gsub("%s+", " ")
+  if #body > 200 then s = s .. "..." end
+  return s
+end
+
+--- Seconds to wait from retry-after-ms / Retry-After (seconds or HTTP date).
+function M.retry_after(headers)
+  if not headers then return nil end
+  local ms = tonumber(headers["retry-after-ms"])
+  if ms and ms >= 0 then return ms / 1000 end
+  local ra = headers["retry-after"]
+  if not ra then return nil end
+  local secs = tonumber(ra)
+  if secs then return secs >= 0 and secs or nil end
+  -- IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+  local d, mon, y, h, mi, s = ra:match("%a+,%s+(%d+)%s+(%a+)%s+(%d+)%s+(%d+):(%d+):(%d+)")
+  if not d then return nil end
+  local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
+    Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+  local m = months[mon]
+  if not m then return nil end
+  -- days from civil (UTC), no reliance on the local time zone
+  y, m, d = tonumber(y), m, tonumber(d)
+  local yy = m <= 2 and y - 1 or y
+  local floor = math.floor
+  local era = floor((yy >= 0 and yy or yy - 399) / 400)
+  local yoe = yy - era * 400
+  local doy = floor((153 * (m + (m > 2 and -3 or 9)) + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  local days = era * 146097 + doe - 719468
+  local t = days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s)
+  local delta = t - os.time()
+  return delta > 0 and delta or 0
+end
+
+--- An error from a non-2xx response (or a 2xx that carries only an error).
+function M.http_error(status, headers, body, secret)
+  local kind = errors.kind_for_status(status)
+  local message, code, etype, param
+  local ct = headers and headers["content-type"] or ""
+  local decoded = body ~= "" and json.decode(body) or nil
+  if type(decoded) == "table" then
+    local e = decoded.error
+    if type(e) == "table" then
+      message = e.message
+      code = e.code
+      etype = e.type
+      param = e.param
+      if type(e.metadata) == "table" and type(e.metadata.raw) == "string" and not message then
+        message = e.metadata.raw
+      end
+    elseif type(e) == "string" then
+      message = e
+    elseif type(decoded.message) == "string" then
+      message = decoded.message
+    elseif type(decoded.detail) == "string" then
+      message = decoded.detail
+    end
+  elseif body ~= "" and (ct:find("html", 1, true) or body:find("^%s*<")) then
+    local t = html_title(body)
+    message = "HTML page" .. (t and (": " .. t) or "") .. " (content-type " .. (ct ~= "" and ct or "none") .. ")"
+  elseif body ~= "" then
+    message = snippet(body)
+  end
+  if type(message) ~= "string" or message == "" then
+    message = "HTTP " .. tostring(status)
+  end
+  if code ~= nil and type(code) ~= "string" and type(code) ~= "number" then code = nil end
+  return errors.new({
+    kind = kind, status = status, message = message, code = code, type = etype, param = param,
+    retry_after = M.retry_after(headers), body = body, headers = headers,
+    request_id = headers and (headers["x-request-id"] or headers["request-id"]),
+  }, secret)
+end
+
+return M

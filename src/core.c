@@ -1,0 +1,607 @@
+/* llmchat.core: the Lua binding of the engine and of requests.
+ *
+ * One engine per Lua state (a userdata, the upvalue of every function here):
+ * no C globals, so two Lua states in one process never share hidden state.
+ * Lua callbacks (on_delta, on_complete) run from core.drive, after libcurl has
+ * returned, each under lua_pcall: an error raised by one callback cancels only
+ * its own request and is handed to the caller of drive once every ready
+ * request has been dispatched. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "compat.h"
+#include "transport.h"
+#include "jencode.h"
+#include "lsse.h"
+#include "lstream.h"
+#include "b64.h"
+
+#define ENGINE_MT "llmchat.engine"
+#define REQUEST_MT "llmchat.request"
+#define LLMCHAT_VERSION "0.1.0"
+
+typedef struct lrequest {
+  request r;
+  int initialized;
+  int closed;
+} lrequest;
+
+static engine *get_engine(lua_State *L) {
+  engine *e = (engine *)lua_touserdata(L, lua_upvalueindex(1));
+  if (!e || e->closed) luaL_error(L, "llmchat: the engine is closed");
+  return e;
+}
+
+static lrequest *check_req(lua_State *L, int idx) {
+  lrequest *lr = (lrequest *)luaL_checkudata(L, idx, REQUEST_MT);
+  if (lr->closed) luaL_error(L, "llmchat: request is closed");
+  return lr;
+}
+
+/* the engine's uservalue: { [lightuserdata request] = request userdata } for
+ * every request in flight, so none is collected under libcurl */
+static void inflight_set(lua_State *L, request *r, int ud_idx) {
+  ud_idx = lua_absindex(L, ud_idx);
+  lua_getuservalue(L, lua_upvalueindex(1));
+  lua_pushlightuserdata(L, (void *)r);
+  if (ud_idx) lua_pushvalue(L, ud_idx);
+  else lua_pushnil(L);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+static int inflight_push(lua_State *L, request *r) {
+  lua_getuservalue(L, lua_upvalueindex(1));
+  lua_pushlightuserdata(L, (void *)r);
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+  return !lua_isnil(L, -1);
+}
+
+/* ---- request options ---------------------------------------------------- */
+
+static double opt_number(lua_State *L, int t, const char *k, double def) {
+  double v;
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) v = def;
+  else if (lua_type(L, -1) == LUA_TNUMBER) v = (double)lua_tonumber(L, -1);
+  else return luaL_error(L, "llmchat.request: option '%s' must be a number", k);
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *opt_string(lua_State *L, int t, const char *k, size_t *len) {
+  const char *s = NULL;
+  lua_getfield(L, t, k);
+  if (lua_type(L, -1) == LUA_TSTRING) s = lua_tolstring(L, -1, len);
+  else if (!lua_isnil(L, -1))
+    luaL_error(L, "llmchat.request: option '%s' must be a string", k);
+  lua_pop(L, 1);  /* the string stays alive: it is a field of the table */
+  return s;
+}
+
+static int has_crlf(const char *s, size_t n) {
+  return memchr(s, '\r', n) != NULL || memchr(s, '\n', n) != NULL || memchr(s, '\0', n) != NULL;
+}
+
+static void set_timeout(CURL *easy, CURLoption opt, double seconds) {
+  if (seconds > 0) curl_easy_setopt(easy, opt, (long)ceil(seconds * 1000.0));
+}
+
+/* core.request{ url=, method=, headers={"Name: value"}, body=, stream=,
+ *   timeout=, connect_timeout=, idle_timeout=, proxy=, ca_file=, verify=,
+ *   max_response_size=, max_line= } -> request (not started) */
+static int l_request(lua_State *L) {
+  lrequest *lr;
+  request *r;
+  const char *url, *method, *body, *s;
+  size_t url_len, body_len = 0, len;
+  double v;
+  CURL *easy;
+
+  luaL_checktype(L, 1, LUA_TTABLE);
+  url = opt_string(L, 1, "url", &url_len);
+  if (!url) return luaL_argerror(L, 1, "'url' is required");
+  if (has_crlf(url, url_len)) return luaL_argerror(L, 1, "'url' contains CR, LF or NUL");
+  if (!(url_len > 7 && strncmp(url, "http://", 7) == 0) &&
+      !(url_len > 8 && strncmp(url, "https://", 8) == 0))
+    return luaL_error(L, "llmchat: only http:// and https:// URLs are allowed (got '%s')", url);
+
+  lr = (lrequest *)lua_newuserdata(L, sizeof *lr);
+  memset(lr, 0, sizeof *lr);
+  lr->closed = 1;  /* consistent before any resource is acquired */
+  luaL_setmetatable(L, REQUEST_MT);
+  lua_newtable(L);
+  lua_setuservalue(L, -2);
+  r = &lr->r;
+  if (request_init(r) != 0) {
+    request_free(r);
+    return luaL_error(L, "llmchat: libcurl could not create a handle");
+  }
+  lr->initialized = 1;
+  lr->closed = 0;
+  easy = r->easy;
+
+  curl_easy_setopt(easy, CURLOPT_URL, url);  /* libcurl copies option strings */
+  method = opt_string(L, 1, "method", &len);
+  body = opt_string(L, 1, "body", &body_len);
+  if (body) {
+    r->body = (char *)malloc(body_len ? body_len : 1);
+    if (!r->body) return luaL_error(L, "llmchat: out of memory");
+    memcpy(r->body, body, body_len);
+    r->body_len = body_len;
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+  }
+  if (method) {
+    if (strcmp(method, "GET") == 0 && !body) curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+    else if (strcmp(method, "POST") != 0) {
+      if (has_crlf(method, len)) return luaL_argerror(L, 1, "'method' contains CR or LF");
+      curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method);
+    }
+  }
+
+  lua_getfield(L, 1, "headers");
+  if (lua_istable(L, -1)) {
+    int i, n = (int)lua_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+      struct curl_slist *nl;
+      lua_rawgeti(L, -1, i);
+      s = lua_tolstring(L, -1, &len);
+      if (!s) return luaL_error(L, "llmchat.request: headers[%d] must be a string", i);
+      if (has_crlf(s, len))
+        return luaL_error(L, "llmchat: header %d contains CR, LF or NUL (header injection refused)", i);
+      nl = curl_slist_append(r->hdrs, s);
+      if (!nl) return luaL_error(L, "llmchat: out of memory");
+      r->hdrs = nl;
+      lua_pop(L, 1);
+    }
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, r->hdrs);
+  } else if (!lua_isnil(L, -1)) {
+    return luaL_error(L, "llmchat.request: 'headers' must be an array of strings");
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, 1, "stream");
+  r->want_stream = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+
+  set_timeout(easy, CURLOPT_TIMEOUT_MS, opt_number(L, 1, "timeout", 0));
+  set_timeout(easy, CURLOPT_CONNECTTIMEOUT_MS, opt_number(L, 1, "connect_timeout", 0));
+  v = opt_number(L, 1, "idle_timeout", 0);
+  if (v > 0) {
+    /* less than one byte a second for N seconds: nothing arrived */
+    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, (long)ceil(v));
+  }
+  s = opt_string(L, 1, "proxy", &len);
+  if (s) {
+    if (has_crlf(s, len)) return luaL_argerror(L, 1, "'proxy' contains CR or LF");
+    curl_easy_setopt(easy, CURLOPT_PROXY, s);
+  }
+  s = opt_string(L, 1, "ca_file", &len);
+  if (s) curl_easy_setopt(easy, CURLOPT_CAINFO, s);
+  lua_getfield(L, 1, "verify");
+  if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  lua_pop(L, 1);
+  v = opt_number(L, 1, "max_response_size", 0);
+  if (v > 0) r->max_body = (size_t)v;
+  v = opt_number(L, 1, "max_line", 0);
+  if (v > 0) r->max_line = (size_t)v;
+  lua_getfield(L, 1, "accept_encoding");
+  if (lua_toboolean(L, -1)) curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
+  lua_pop(L, 1);
+  return 1;
+}
+
+static int r_start(lua_State *L) {
+  engine *e = get_engine(L);
+  lrequest *lr = check_req(L, 1);
+  if (lr->r.state == REQ_RUNNING) return luaL_error(L, "llmchat: request already running");
+  if (lr->r.eng) engine_forget(&lr->r);  /* a finished one whose completion was not dispatched */
+  if (engine_add(e, &lr->r) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "libcurl refused to start the transfer");
+    return 2;
+  }
+  inflight_set(L, &lr->r, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int r_cancel(lua_State *L) {
+  lrequest *lr = check_req(L, 1);
+  if (lr->r.state == REQ_RUNNING) engine_cancel(&lr->r);
+  return 0;
+}
+
+static int r_close(lua_State *L) {
+  lrequest *lr = (lrequest *)luaL_checkudata(L, 1, REQUEST_MT);
+  if (lr->closed && !lr->initialized) return 0;
+  if (lr->r.eng) {
+    if (!lr->r.eng->closed) engine_forget(&lr->r);
+    inflight_set(L, &lr->r, 0);
+  }
+  if (lr->initialized) request_free(&lr->r);
+  lr->initialized = 0;
+  lr->closed = 1;
+  return 0;
+}
+
+static int r_state(lua_State *L) {
+  lrequest *lr = check_req(L, 1);
+  static const char *const names[] = {"idle", "running", "done"};
+  lua_pushstring(L, names[lr->r.state]);
+  return 1;
+}
+
+static int r_status(lua_State *L) {
+  lrequest *lr = check_req(L, 1);
+  long status = 0;
+  curl_easy_getinfo(lr->r.easy, CURLINFO_RESPONSE_CODE, &status);
+  lua_pushinteger(L, (lua_Integer)status);
+  return 1;
+}
+
+/* headers as a table with lower-case names; repeated headers joined by ", " */
+static int r_headers(lua_State *L) {
+  lrequest *lr = check_req(L, 1);
+  const buf *h = &lr->r.resp_headers;
+  size_t i = 0;
+  lua_newtable(L);
+  while (i < h->len) {
+    const char *k = h->p + i;
+    size_t kl = strlen(k);
+    const char *v = k + kl + 1;
+    size_t vl = strlen(v);
+    lua_pushlstring(L, k, kl);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isstring(L, -1)) {
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, v, vl);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, v, vl);
+    }
+    lua_rawset(L, -3);
+    i = (size_t)(v - h->p) + vl + 1;
+  }
+  return 1;
+}
+
+static int r_body(lua_State *L) {
+  lrequest *lr = check_req(L, 1);
+  lua_pushlstring(L, lr->r.resp_body.p ? lr->r.resp_body.p : "", lr->r.resp_body.len);
+  return 1;
+}
+
+static int r_result(lua_State *L) {
+  lrequest *lr = check_req(L, 1);
+  return lstream_push_result(L, &lr->r.as);
+}
+
+/* reason, curl code, message, curl error name */
+static int r_outcome(lua_State *L) {
+  lrequest *lr = check_req(L, 1);
+  request *r = &lr->r;
+  static const char *const reasons[] = {"ok", "too_large", "sse", "json", "cancelled", "nomem", "headers"};
+  const char *msg = r->msg[0] ? r->msg : r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->code);
+  lua_pushstring(L, reasons[r->reason]);
+  lua_pushinteger(L, (lua_Integer)r->code);
+  lua_pushstring(L, r->code == CURLE_OK && !r->msg[0] ? "" : msg);
+  return 3;
+}
+
+static int r_info(lua_State *L) {
+  lrequest *lr = check_req(L, 1);
+  CURL *easy = lr->r.easy;
+  double d;
+  long l;
+  char *s = NULL;
+  lua_createtable(L, 0, 12);
+#define NUMINFO(name, info) \
+  d = 0; curl_easy_getinfo(easy, info, &d); lua_pushnumber(L, d); lua_setfield(L, -2, name)
+#define INTINFO(name, info) \
+  l = 0; curl_easy_getinfo(easy, info, &l); lua_pushinteger(L, l); lua_setfield(L, -2, name)
+  NUMINFO("total_time", CURLINFO_TOTAL_TIME);
+  NUMINFO("namelookup_time", CURLINFO_NAMELOOKUP_TIME);
+  NUMINFO("connect_time", CURLINFO_CONNECT_TIME);
+  NUMINFO("appconnect_time", CURLINFO_APPCONNECT_TIME);
+  NUMINFO("starttransfer_time", CURLINFO_STARTTRANSFER_TIME);
+  INTINFO("num_connects", CURLINFO_NUM_CONNECTS);
+  INTINFO("local_port", CURLINFO_LOCAL_PORT);
+  INTINFO("primary_port", CURLINFO_PRIMARY_PORT);
+#undef NUMINFO
+#undef INTINFO
+  if (curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &s) == CURLE_OK && s) {
+    lua_pushstring(L, s);
+    lua_setfield(L, -2, "primary_ip");
+  }
+  lua_pushboolean(L, lr->r.sse_mode);
+  lua_setfield(L, -2, "sse");
+  lua_pushboolean(L, lr->r.done_marker);
+  lua_setfield(L, -2, "done_marker");
+  lua_pushboolean(L, stream_finished(&lr->r.as));
+  lua_setfield(L, -2, "finished");
+  lua_pushinteger(L, (lua_Integer)lr->r.events);
+  lua_setfield(L, -2, "events");
+  lua_pushinteger(L, (lua_Integer)lr->r.stream_bytes);
+  lua_setfield(L, -2, "stream_bytes");
+  return 1;
+}
+
+static int r_error_json(lua_State *L) {
+  lrequest *lr = check_req(L, 1);
+  size_t len = 0;
+  const char *s = stream_error_json(&lr->r.as, &len);
+  if (s) lua_pushlstring(L, s, len);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* r:handlers(on_delta, on_complete, event_metatable) */
+static int r_handlers(lua_State *L) {
+  check_req(L, 1);
+  lua_settop(L, 4);
+  lua_getuservalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "on_delta");
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "on_complete");
+  lua_pushvalue(L, 4);
+  lua_setfield(L, -2, "ev_mt");
+  return 0;
+}
+
+static int r_tostring(lua_State *L) {
+  lrequest *lr = (lrequest *)luaL_checkudata(L, 1, REQUEST_MT);
+  lua_pushfstring(L, "llmchat.request (%s)", lr->closed ? "closed" : lr->r.state == REQ_RUNNING ? "running" : lr->r.state == REQ_DONE ? "done" : "idle");
+  return 1;
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+/* Deliver r's pending deltas and, when due, its completion. The first error
+ * raised by a callback is left at *err_slot (an absolute index, nil before). */
+static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
+  int top = lua_gettop(L), ud, hv, fn, mt;
+  size_t i, n;
+  if (!inflight_push(L, r)) {
+    /* not ours any more (closed): drop what it had */
+    lua_settop(L, top);
+    stream_clear_pending(&r->as);
+    if (r->completion_due) {
+      r->completion_due = 0;
+      r->eng = NULL;
+    }
+    return;
+  }
+  ud = lua_gettop(L);
+  lua_getuservalue(L, ud);
+  hv = lua_gettop(L);
+  lua_getfield(L, hv, "on_delta");
+  fn = lua_gettop(L);
+  lua_getfield(L, hv, "ev_mt");
+  mt = lua_isnil(L, -1) ? 0 : lua_gettop(L);
+  n = stream_pending(&r->as);
+  if (n && lua_isfunction(L, fn)) {
+    for (i = 0; i < n; i++) {
+      lua_pushvalue(L, fn);
+      lstream_push_event(L, &r->as, i, mt);
+      if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+        if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
+        else lua_pop(L, 1);
+        if (r->state == REQ_RUNNING) engine_cancel(r);
+        break;
+      }
+      if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+        lua_pop(L, 1);
+        if (r->state == REQ_RUNNING) engine_cancel(r);
+        break;
+      }
+      lua_pop(L, 1);
+      if (r->state != REQ_RUNNING && r->reason == REASON_CANCELLED) break;  /* cancelled inside */
+    }
+  }
+  stream_clear_pending(&r->as);
+  if (r->completion_due) {
+    r->completion_due = 0;
+    if (r->in_ready) engine_pop_ready(e, r);
+    r->eng = NULL;
+    inflight_set(L, r, 0);
+    lua_getfield(L, hv, "on_complete");
+    if (lua_isfunction(L, -1)) {
+      lua_pushvalue(L, ud);
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
+        else lua_pop(L, 1);
+      }
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, top);
+}
+
+/* core.drive(wait_seconds [, only_request | false]) -> requests in flight, first callback error
+ * Waits up to wait_seconds for network activity (0: not at all), lets libcurl
+ * move every transfer, then fires the Lua callbacks of the ready requests
+ * (with only_request: that one alone; the others keep theirs for later). */
+static int l_drive(lua_State *L) {
+  engine *e = get_engine(L);
+  double wait = luaL_optnumber(L, 1, 0);
+  request *only = NULL;
+  request *r;
+  int err_slot, wait_ms, none = 0;
+  if (lua_type(L, 2) == LUA_TBOOLEAN && !lua_toboolean(L, 2)) none = 1;  /* dispatch nothing */
+  else if (!lua_isnoneornil(L, 2)) only = &check_req(L, 2)->r;
+  if (!only && !none && e->dispatching)
+    return luaL_error(L, "llmchat.poll: cannot poll from inside a callback that poll fired");
+  if (wait < 0) wait = 0;
+  wait_ms = wait > 86400 ? 86400000 : (int)ceil(wait * 1000.0);
+  engine_drive(e, wait_ms);
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  err_slot = lua_gettop(L);
+  e->dispatching++;
+  while (!none && (r = engine_pop_ready(e, only)) != NULL) {
+    dispatch(L, e, r, err_slot);
+    if (only) break;
+  }
+  e->dispatching--;
+  lua_pushinteger(L, e->nreq);
+  lua_pushvalue(L, err_slot);
+  return 2;
+}
+
+static int l_inflight(lua_State *L) {
+  lua_pushinteger(L, get_engine(L)->nreq);
+  return 1;
+}
+
+/* seconds until libcurl wants to be driven again, nil when it has no timer */
+static int l_timeout(lua_State *L) {
+  long t = engine_timeout_ms(get_engine(L));
+  if (t < 0) lua_pushnil(L);
+  else lua_pushnumber(L, (lua_Number)t / 1000.0);
+  return 1;
+}
+
+/* a single descriptor that becomes readable when any transfer has work: the
+ * epoll descriptor (Linux); nil elsewhere */
+static int l_fd(lua_State *L) {
+  engine *e = get_engine(L);
+  if (e->epfd >= 0) lua_pushinteger(L, e->epfd);
+  else lua_pushnil(L);
+  return 1;
+}
+
+/* the sockets libcurl watches: { {fd = n, read = bool, write = bool}, ... } */
+static int l_fds(lua_State *L) {
+  engine *e = get_engine(L);
+  sockinfo *si;
+  int i = 0;
+  lua_createtable(L, e->nsocks, 0);
+  for (si = e->socks; si; si = si->next) {
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)si->fd);
+    lua_setfield(L, -2, "fd");
+    lua_pushboolean(L, (si->what & CURL_POLL_IN) != 0);
+    lua_setfield(L, -2, "read");
+    lua_pushboolean(L, (si->what & CURL_POLL_OUT) != 0);
+    lua_setfield(L, -2, "write");
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
+/* monotonic seconds, microsecond resolution */
+static int l_now(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)(ts.tv_nsec / 1000) / 1e6);
+  return 1;
+}
+
+static int l_dispatching(lua_State *L) {
+  lua_pushboolean(L, get_engine(L)->dispatching > 0);
+  return 1;
+}
+
+static int e_gc(lua_State *L) {
+  engine *e = (engine *)luaL_checkudata(L, 1, ENGINE_MT);
+  if (!e->closed) {
+    engine_close(e);
+    curl_global_cleanup();
+  }
+  return 0;
+}
+
+static const luaL_Reg request_methods[] = {
+  {"start", r_start},       {"cancel", r_cancel},   {"close", r_close},
+  {"state", r_state},       {"status", r_status},   {"headers", r_headers},
+  {"body", r_body},         {"result", r_result},   {"outcome", r_outcome},
+  {"info", r_info},         {"error_json", r_error_json},
+  {"handlers", r_handlers}, {NULL, NULL}};
+
+static const luaL_Reg module_funcs[] = {
+  {"request", l_request},   {"drive", l_drive},     {"inflight", l_inflight},
+  {"timeout", l_timeout},   {"fd", l_fd},           {"fds", l_fds},
+  {"now", l_now},           {"dispatching", l_dispatching},
+  {NULL, NULL}};
+
+LLMCHAT_EXPORT int luaopen_llmchat_core(lua_State *L);
+
+LLMCHAT_EXPORT int luaopen_llmchat_core(lua_State *L) {
+  engine *e;
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    return luaL_error(L, "llmchat: libcurl failed to initialise");
+
+  e = (engine *)lua_newuserdata(L, sizeof *e);
+  memset(e, 0, sizeof *e);
+  e->closed = 1;
+  e->epfd = -1;
+  if (luaL_newmetatable(L, ENGINE_MT)) {
+    lua_pushcfunction(L, e_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, ENGINE_MT);
+    lua_setfield(L, -2, "__name");
+  }
+  lua_setmetatable(L, -2);
+  lua_newtable(L);
+  lua_setuservalue(L, -2);
+  if (engine_init(e) != 0) {
+    curl_global_cleanup();
+    return luaL_error(L, "llmchat: could not create the engine (libcurl multi / epoll)");
+  }
+  e->closed = 0;
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "llmchat.engine");
+  /* engine userdata at -1: the upvalue of every function */
+
+  if (luaL_newmetatable(L, REQUEST_MT)) {
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, request_methods, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, r_close, 1);
+    lua_setfield(L, -2, "__gc");
+#if LUA_VERSION_NUM >= 504
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, r_close, 1);
+    lua_setfield(L, -2, "__close");
+#endif
+    lua_pushcfunction(L, r_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, REQUEST_MT);
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+
+  lua_newtable(L);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, module_funcs, 1);
+  lua_remove(L, -2);  /* the engine stays alive through the upvalues */
+
+  lua_pushcfunction(L, ljson_encode);
+  lua_setfield(L, -2, "json_encode");
+  lua_pushcfunction(L, lb64_encode);
+  lua_setfield(L, -2, "base64");
+  llmchat_open_sse(L);
+  lua_setfield(L, -2, "sse");
+  llmchat_open_stream(L);
+  lua_setfield(L, -2, "stream");
+  lua_pushliteral(L, LLMCHAT_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+  lua_setfield(L, -2, "curl_version");
+  return 1;
+}
