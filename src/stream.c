@@ -1,0 +1,640 @@
+/* Stream assembly: chat.completion.chunk payloads folded into one result (rules in stream.h).
+ *
+ * Two phases per chunk. Parse: one jscan pass validates the whole chunk and records, for the
+ * few keys we use, where their values are (jspans into the caller's bytes, nothing decoded);
+ * a repeated key overwrites its record, so the last one wins as in a decoded table. Apply:
+ * only once the chunk is known valid, the recorded strings are decoded straight into the
+ * result's buffers. So an invalid chunk changes nothing, and a valid one costs no allocation
+ * once the buffers have grown. */
+#include "stream.h"
+#include "jscan.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NOMEM (-2) /* parse/apply status next to jscan's -1 */
+#define NONE ((size_t)-1)
+
+typedef struct stream_sc_choice {
+  long index;                   /* -1: absent or not a valid index */
+  jspan finish, role, content, rcontent, reasoning, refusal;
+  size_t tc_first, tc_end;      /* its fragments in stream_asm.scc */
+} sc_choice;
+
+typedef struct stream_sc_call {
+  long index;
+  jspan id, type, name, args;
+} sc_call;
+
+typedef struct sc_top {
+  jspan id, model, sysfp, usage, xusage, error;
+  double created;
+} sc_top;
+
+enum {
+  K_OTHER, K_ID, K_MODEL, K_CREATED, K_SYSFP, K_CHOICES, K_USAGE, K_XGROQ, K_ERROR,
+  K_INDEX, K_DELTA, K_FINISH, K_ROLE, K_CONTENT, K_RCONTENT, K_REASONING, K_REFUSAL,
+  K_TOOL_CALLS, K_TYPE, K_FUNCTION, K_NAME, K_ARGUMENTS
+};
+
+#define IS(lit) (memcmp(k, lit, sizeof(lit) - 1) == 0)
+
+static int key_lookup(const char *k, size_t n) {
+  switch (n) {
+  case 2: if (IS("id")) return K_ID; break;
+  case 4:
+    if (IS("role")) return K_ROLE;
+    if (IS("type")) return K_TYPE;
+    if (IS("name")) return K_NAME;
+    break;
+  case 5:
+    if (IS("index")) return K_INDEX;
+    if (IS("delta")) return K_DELTA;
+    if (IS("model")) return K_MODEL;
+    if (IS("usage")) return K_USAGE;
+    if (IS("error")) return K_ERROR;
+    break;
+  case 6: if (IS("x_groq")) return K_XGROQ; break;
+  case 7:
+    if (IS("content")) return K_CONTENT;
+    if (IS("choices")) return K_CHOICES;
+    if (IS("created")) return K_CREATED;
+    if (IS("refusal")) return K_REFUSAL;
+    break;
+  case 8: if (IS("function")) return K_FUNCTION; break;
+  case 9:
+    if (IS("reasoning")) return K_REASONING;
+    if (IS("arguments")) return K_ARGUMENTS;
+    break;
+  case 10: if (IS("tool_calls")) return K_TOOL_CALLS; break;
+  case 13: if (IS("finish_reason")) return K_FINISH; break;
+  case 17: if (IS("reasoning_content")) return K_RCONTENT; break;
+  case 18: if (IS("system_fingerprint")) return K_SYSFP; break;
+  }
+  return K_OTHER;
+}
+
+/* A key spelled with escapes ("con\u0074ent") is the same key once decoded, as in cjson.
+ * Our longest key is 18 bytes, at most 6 bytes of escape each. */
+static int key_id(const jspan *k) {
+  char buf[18 * 6];
+  if (!k->esc) return key_lookup(k->p, k->n);
+  if (k->n > sizeof buf) return K_OTHER;
+  return key_lookup(buf, jscan_unescape(k->p, k->n, buf));
+}
+
+/* ---- buffers ---- */
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+  size_t nc;
+  void *q;
+  if (need <= *cap) return 0;
+  nc = *cap ? *cap : 8;
+  while (nc < need) {
+    if (nc > SIZE_MAX / 2 / elem) return -1;
+    nc *= 2;
+  }
+  q = realloc(*p, nc * elem);
+  if (!q) return -1;
+  *p = q;
+  *cap = nc;
+  return 0;
+}
+
+static int buf_reserve(stream_buf *b, size_t extra) {
+  size_t need, nc;
+  char *q;
+  if (b->cap - b->len >= extra) return 0;
+  if (extra > SIZE_MAX - b->len) return -1;
+  need = b->len + extra;
+  nc = b->cap ? b->cap : 64;
+  while (nc < need) {
+    if (nc > SIZE_MAX / 2) { nc = need; break; }
+    nc *= 2;
+  }
+  q = realloc(b->p, nc);
+  if (!q) return -1;
+  b->p = q;
+  b->cap = nc;
+  return 0;
+}
+
+/* Appends a validated string span, decoded. */
+static int buf_append_str(stream_buf *b, const jspan *v) {
+  if (v->n == 0) return 0;
+  if (buf_reserve(b, v->n)) return -1;
+  if (v->esc) {
+    b->len += jscan_unescape(v->p, v->n, b->p + b->len);
+  } else {
+    memcpy(b->p + b->len, v->p, v->n);
+    b->len += v->n;
+  }
+  return 0;
+}
+
+/* Replaces the contents; on failure the old contents stay. */
+static int buf_set(stream_buf *b, const char *p, size_t n) {
+  size_t len = b->len;
+  b->len = 0;
+  if (buf_reserve(b, n)) { b->len = len; return -1; }
+  if (n) memcpy(b->p, p, n);
+  b->len = n;
+  return 0;
+}
+
+static int buf_set_str(stream_buf *b, const jspan *v) {
+  size_t len = b->len;
+  b->len = 0;
+  if (buf_reserve(b, v->n)) { b->len = len; return -1; }
+  return buf_append_str(b, v);
+}
+
+static void buf_free(stream_buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+/* ---- parse phase ---- */
+
+static int is_str(const jspan *v) { return v->type == JSCAN_STRING; }
+static int is_nonempty_str(const jspan *v) { return v->type == JSCAN_STRING && v->n > 0; }
+static int is_container(const jspan *v) {
+  return v->type == JSCAN_OBJECT || v->type == JSCAN_ARRAY;
+}
+
+static int span_number(stream_asm *a, const jspan *v, double *d) {
+  a->tmp.len = 0;
+  if (v->n >= 64 && buf_reserve(&a->tmp, v->n + 1)) return NOMEM;
+  *d = jscan_number(v->p, v->n, a->tmp.p);
+  return 0;
+}
+
+/* An index: a number whose value is an integer in 0..2^31-1, else -1 (absent). */
+static int scan_index(stream_asm *a, jscan *s, long *out) {
+  jspan v;
+  double d;
+  *out = -1;
+  if (jscan_value(s, &v)) return -1;
+  if (v.type != JSCAN_NUMBER) return 0;
+  if (span_number(a, &v, &d)) return NOMEM;
+  if (d >= 0 && d <= 2147483647.0 && d == (double)(long)d) *out = (long)d;
+  return 0;
+}
+
+static int skip(jscan *s) {
+  jspan v;
+  return jscan_value(s, &v);
+}
+
+static int parse_function(stream_asm *a, jscan *s, size_t ci) {
+  jspan k;
+  int first = 1, r;
+  if (jscan_enter(s, '{')) return -1;
+  while ((r = jscan_next_key(s, &k, &first)) > 0) {
+    switch (key_id(&k)) {
+    case K_NAME: r = jscan_value(s, &a->scc[ci].name); break;
+    case K_ARGUMENTS: r = jscan_value(s, &a->scc[ci].args); break;
+    default: r = skip(s); break;
+    }
+    if (r) return r;
+  }
+  return r;
+}
+
+static int parse_call(stream_asm *a, jscan *s, size_t ci) {
+  jspan k;
+  int first = 1, r;
+  if (jscan_enter(s, '{')) return -1;
+  while ((r = jscan_next_key(s, &k, &first)) > 0) {
+    switch (key_id(&k)) {
+    case K_INDEX: r = scan_index(a, s, &a->scc[ci].index); break;
+    case K_ID: r = jscan_value(s, &a->scc[ci].id); break;
+    case K_TYPE: r = jscan_value(s, &a->scc[ci].type); break;
+    case K_FUNCTION:
+      a->scc[ci].name.type = a->scc[ci].args.type = JSCAN_NONE;
+      r = jscan_peek(s) == '{' ? parse_function(a, s, ci) : skip(s);
+      break;
+    default: r = skip(s); break;
+    }
+    if (r) return r;
+  }
+  return r;
+}
+
+static int parse_tool_calls(stream_asm *a, jscan *s) {
+  int first = 1, r;
+  if (jscan_enter(s, '[')) return -1;
+  while ((r = jscan_next_elem(s, &first)) > 0) {
+    if (jscan_peek(s) == '{') {
+      size_t ci = a->nscc;
+      if (grow((void **)&a->scc, &a->capscc, ci + 1, sizeof *a->scc)) return NOMEM;
+      memset(&a->scc[ci], 0, sizeof a->scc[ci]);
+      a->scc[ci].index = -1;
+      a->nscc++;
+      r = parse_call(a, s, ci);
+    } else {
+      r = skip(s);
+    }
+    if (r) return r;
+  }
+  return r;
+}
+
+static int parse_delta(stream_asm *a, jscan *s, size_t chi) {
+  jspan k;
+  int first = 1, r;
+  if (jscan_enter(s, '{')) return -1;
+  while ((r = jscan_next_key(s, &k, &first)) > 0) {
+    sc_choice *c = &a->sc[chi];
+    switch (key_id(&k)) {
+    case K_ROLE: r = jscan_value(s, &c->role); break;
+    case K_CONTENT: r = jscan_value(s, &c->content); break;
+    case K_RCONTENT: r = jscan_value(s, &c->rcontent); break;
+    case K_REASONING: r = jscan_value(s, &c->reasoning); break;
+    case K_REFUSAL: r = jscan_value(s, &c->refusal); break;
+    case K_TOOL_CALLS:
+      a->nscc = c->tc_first; /* a repeated key: the last one wins */
+      r = jscan_peek(s) == '[' ? parse_tool_calls(a, s) : skip(s);
+      break;
+    default: r = skip(s); break;
+    }
+    if (r) return r;
+  }
+  return r;
+}
+
+static int parse_choice(stream_asm *a, jscan *s, size_t chi) {
+  jspan k;
+  int first = 1, r;
+  if (jscan_enter(s, '{')) return -1;
+  while ((r = jscan_next_key(s, &k, &first)) > 0) {
+    sc_choice *c = &a->sc[chi];
+    switch (key_id(&k)) {
+    case K_INDEX: r = scan_index(a, s, &c->index); break;
+    case K_FINISH: r = jscan_value(s, &c->finish); break;
+    case K_DELTA:
+      c->role.type = c->content.type = c->rcontent.type = JSCAN_NONE;
+      c->reasoning.type = c->refusal.type = JSCAN_NONE;
+      a->nscc = c->tc_first;
+      r = jscan_peek(s) == '{' ? parse_delta(a, s, chi) : skip(s);
+      break;
+    default: r = skip(s); break;
+    }
+    if (r) return r;
+  }
+  return r;
+}
+
+static int parse_choices(stream_asm *a, jscan *s) {
+  int first = 1, r;
+  if (jscan_enter(s, '[')) return -1;
+  while ((r = jscan_next_elem(s, &first)) > 0) {
+    if (jscan_peek(s) == '{') {
+      size_t chi = a->nsc;
+      if (grow((void **)&a->sc, &a->capsc, chi + 1, sizeof *a->sc)) return NOMEM;
+      memset(&a->sc[chi], 0, sizeof a->sc[chi]);
+      a->sc[chi].index = -1;
+      a->sc[chi].tc_first = a->nscc;
+      a->nsc++;
+      r = parse_choice(a, s, chi);
+      a->sc[chi].tc_end = a->nscc;
+    } else {
+      r = skip(s);
+    }
+    if (r) return r;
+  }
+  return r;
+}
+
+static int parse_xgroq(jscan *s, sc_top *t) {
+  jspan k;
+  int first = 1, r;
+  if (jscan_enter(s, '{')) return -1;
+  while ((r = jscan_next_key(s, &k, &first)) > 0) {
+    r = key_id(&k) == K_USAGE ? jscan_value(s, &t->xusage) : skip(s);
+    if (r) return r;
+  }
+  return r;
+}
+
+static int parse_top(stream_asm *a, jscan *s, sc_top *t) {
+  jspan k, v;
+  int first = 1, r;
+  int c = jscan_peek(s);
+  if (c != '{') return jscan_value(s, &v); /* valid JSON, not a chunk: nothing to use */
+  if (jscan_enter(s, c)) return -1;
+  while ((r = jscan_next_key(s, &k, &first)) > 0) {
+    switch (key_id(&k)) {
+    case K_ID: r = jscan_value(s, &t->id); break;
+    case K_MODEL: r = jscan_value(s, &t->model); break;
+    case K_SYSFP: r = jscan_value(s, &t->sysfp); break;
+    case K_USAGE: r = jscan_value(s, &t->usage); break;
+    case K_ERROR: r = jscan_value(s, &t->error); break;
+    case K_CREATED:
+      t->created = 0;
+      r = jscan_value(s, &v);
+      if (!r && v.type == JSCAN_NUMBER) r = span_number(a, &v, &t->created);
+      break;
+    case K_CHOICES:
+      a->nsc = a->nscc = 0;
+      r = jscan_peek(s) == '[' ? parse_choices(a, s) : skip(s);
+      break;
+    case K_XGROQ:
+      t->xusage.type = JSCAN_NONE;
+      r = jscan_peek(s) == '{' ? parse_xgroq(s, t) : skip(s);
+      break;
+    default: r = skip(s); break;
+    }
+    if (r) return r;
+  }
+  return r;
+}
+
+/* ---- apply phase ---- */
+
+/* The slot of the choice with wire index idx, created if new; -1 past the cap, NOMEM. */
+static long choice_slot(stream_asm *a, long idx) {
+  size_t i;
+  stream_choice *c;
+  if (a->last_choice < a->nchoices && a->choices[a->last_choice].index == idx)
+    return (long)a->last_choice;
+  for (i = 0; i < a->nchoices; i++)
+    if (a->choices[i].index == idx) { a->last_choice = i; return (long)i; }
+  if (a->nchoices >= STREAM_MAX_CHOICES) return -1;
+  if (grow((void **)&a->choices, &a->capchoices, a->nchoices + 1, sizeof *a->choices))
+    return NOMEM;
+  c = &a->choices[a->nchoices];
+  memset(c, 0, sizeof *c);
+  c->index = idx;
+  c->last_call = NONE;
+  a->last_choice = a->nchoices;
+  return (long)a->nchoices++;
+}
+
+/* Room for every record this chunk can make and for its raw text, reserved before anything
+ * is applied: a record can then not fail half way. */
+static int reserve_records(stream_asm *a, size_t len) {
+  size_t most = a->nsc * 3 + a->nscc;
+  if (most == 0) return 0;
+  if (grow((void **)&a->pending, &a->cappending, a->npending + most, sizeof *a->pending))
+    return NOMEM;
+  if (buf_reserve(&a->raw, len)) return NOMEM;
+  return 0;
+}
+
+typedef struct apply_ctx {
+  stream_asm *a;
+  const char *json;
+  size_t len;
+  size_t raw_off; /* NONE until this chunk's text is copied */
+} apply_ctx;
+
+static void record(apply_ctx *x, unsigned slot, int kind, unsigned tool, int flags,
+                   size_t off, size_t len) {
+  stream_asm *a = x->a;
+  stream_delta *d;
+  if (x->raw_off == NONE) { /* room reserved by reserve_records */
+    x->raw_off = a->raw.len;
+    memcpy(a->raw.p + a->raw.len, x->json, x->len);
+    a->raw.len += x->len;
+  }
+  d = &a->pending[a->npending++];
+  d->off = off;
+  d->len = len;
+  d->raw_off = x->raw_off;
+  d->raw_len = x->len;
+  d->choice = slot;
+  d->tool = tool;
+  d->kind = (unsigned char)kind;
+  d->flags = (unsigned char)flags;
+}
+
+static int apply_text(apply_ctx *x, unsigned slot, int kind, const jspan *v) {
+  stream_choice *c = &x->a->choices[slot];
+  stream_buf *b = kind == STREAM_CONTENT ? &c->content :
+                  kind == STREAM_REASONING ? &c->reasoning : &c->refusal;
+  size_t off = b->len;
+  if (!is_str(v)) return 0;
+  if (buf_append_str(b, v)) return NOMEM;
+  if (kind == STREAM_CONTENT) c->has_content = 1;
+  else if (kind == STREAM_REASONING) c->has_reasoning = 1;
+  else c->has_refusal = 1;
+  if (b->len > off) record(x, slot, kind, 0, 0, off, b->len - off);
+  return 0;
+}
+
+static int same_bytes(const stream_buf *b, const char *p, size_t n) {
+  return b->len == n && memcmp(b->p, p, n) == 0;
+}
+
+static int apply_call(apply_ctx *x, unsigned slot, const sc_call *f) {
+  stream_asm *a = x->a;
+  stream_choice *c = &a->choices[slot];
+  stream_call *call;
+  int has_id = is_nonempty_str(&f->id), has_name = is_nonempty_str(&f->name);
+  const char *id = f->id.p;
+  size_t idn = f->id.n, k, target = NONE, off;
+  if (has_id && f->id.esc) { /* compare ids decoded */
+    a->tmp.len = 0;
+    if (buf_append_str(&a->tmp, &f->id)) return NOMEM;
+    id = a->tmp.p;
+    idn = a->tmp.len;
+  }
+  if (f->index >= 0) {
+    for (k = c->ncalls; k-- > 0;) {
+      if (c->calls[k].index == f->index) {
+        if (!has_id || c->calls[k].id.len == 0 || same_bytes(&c->calls[k].id, id, idn))
+          target = k;
+        break;
+      }
+    }
+  } else if (has_id) {
+    for (k = c->ncalls; k-- > 0;)
+      if (same_bytes(&c->calls[k].id, id, idn)) { target = k; break; }
+  } else {
+    target = c->last_call;
+  }
+  if (target == NONE) {
+    if (c->ncalls >= STREAM_MAX_CALLS) return 0;
+    if (grow((void **)&c->calls, &c->capcalls, c->ncalls + 1, sizeof *c->calls)) return NOMEM;
+    call = &c->calls[c->ncalls];
+    memset(call, 0, sizeof *call);
+    call->index = f->index;
+    target = c->ncalls++;
+  }
+  call = &c->calls[target];
+  c->last_call = target;
+  if (has_id && call->id.len == 0 && buf_set(&call->id, id, idn)) return NOMEM;
+  if (is_nonempty_str(&f->type) && call->type.len == 0 && buf_set_str(&call->type, &f->type))
+    return NOMEM;
+  if (has_name && call->name.len == 0 && buf_set_str(&call->name, &f->name)) return NOMEM;
+  off = call->args.len;
+  if (is_str(&f->args) && buf_append_str(&call->args, &f->args)) return NOMEM;
+  if (has_id || has_name || call->args.len > off)
+    record(x, slot, STREAM_TOOL_CALL, (unsigned)target,
+           (has_id ? STREAM_HAS_ID : 0) | (has_name ? STREAM_HAS_NAME : 0),
+           off, call->args.len - off);
+  return 0;
+}
+
+static int apply_choice(apply_ctx *x, const sc_choice *sc) {
+  stream_asm *a = x->a;
+  long r = choice_slot(a, sc->index < 0 ? 0 : sc->index);
+  unsigned slot;
+  stream_choice *c;
+  const jspan *why;
+  size_t j;
+  if (r == NOMEM) return NOMEM;
+  if (r < 0) return 0; /* past STREAM_MAX_CHOICES */
+  slot = (unsigned)r;
+  c = &a->choices[slot];
+  if (is_nonempty_str(&sc->finish)) {
+    if (buf_set_str(&c->finish_reason, &sc->finish)) return NOMEM;
+    a->finished = 1;
+  }
+  if (c->role.len == 0 && is_nonempty_str(&sc->role) && buf_set_str(&c->role, &sc->role))
+    return NOMEM;
+  why = is_nonempty_str(&sc->rcontent) ? &sc->rcontent :
+        is_nonempty_str(&sc->reasoning) ? &sc->reasoning :
+        is_str(&sc->rcontent) ? &sc->rcontent : &sc->reasoning;
+  if (apply_text(x, slot, STREAM_REASONING, why)) return NOMEM;
+  if (apply_text(x, slot, STREAM_CONTENT, &sc->content)) return NOMEM;
+  if (apply_text(x, slot, STREAM_REFUSAL, &sc->refusal)) return NOMEM;
+  for (j = sc->tc_first; j < sc->tc_end; j++)
+    if (apply_call(x, slot, &a->scc[j])) return NOMEM;
+  return 0;
+}
+
+static int apply_top(stream_asm *a, const sc_top *t) {
+  const jspan *u = is_container(&t->usage) ? &t->usage :
+                   is_container(&t->xusage) ? &t->xusage : NULL;
+  if (a->id.len == 0 && is_nonempty_str(&t->id) && buf_set_str(&a->id, &t->id)) return NOMEM;
+  if (a->model.len == 0 && is_nonempty_str(&t->model) && buf_set_str(&a->model, &t->model))
+    return NOMEM;
+  if (a->system_fingerprint.len == 0 && is_nonempty_str(&t->sysfp) &&
+      buf_set_str(&a->system_fingerprint, &t->sysfp))
+    return NOMEM;
+  if (a->created == 0 && t->created == t->created) a->created = t->created;
+  if (u && buf_set(&a->usage, u->p, u->n)) return NOMEM;
+  if (is_container(&t->error) && buf_set(&a->error, t->error.p, t->error.n)) return NOMEM;
+  if (is_str(&t->error) && buf_set(&a->error, t->error.p - 1, t->error.n + 2)) return NOMEM;
+  return 0;
+}
+
+/* ---- interface ---- */
+
+void stream_init(stream_asm *a) {
+  memset(a, 0, sizeof *a);
+  a->last_choice = NONE;
+}
+
+int stream_chunk(stream_asm *a, const char *json, size_t len) {
+  jscan s;
+  sc_top t;
+  apply_ctx x;
+  size_t i;
+  int r;
+  memset(&t, 0, sizeof t);
+  a->nsc = a->nscc = 0;
+  a->errmsg[0] = '\0';
+  jscan_init(&s, json, len);
+  r = parse_top(a, &s, &t);
+  if (r == 0) r = jscan_finish(&s);
+  if (r == 0) r = reserve_records(a, len);
+  if (r == -1) {
+    snprintf(a->errmsg, sizeof a->errmsg, "invalid JSON: %s at character %zu", s.err,
+             s.errpos + 1);
+    return STREAM_EJSON;
+  }
+  if (r == 0) {
+    /* from here on the chunk counts; only a text buffer's growth can fail, and then the
+     * result holds part of the chunk */
+    a->chunks++;
+    x.a = a;
+    x.json = json;
+    x.len = len;
+    x.raw_off = NONE;
+    r = apply_top(a, &t);
+    for (i = 0; r == 0 && i < a->nsc; i++) r = apply_choice(&x, &a->sc[i]);
+  }
+  if (r) {
+    snprintf(a->errmsg, sizeof a->errmsg, "not enough memory");
+    return STREAM_ENOMEM;
+  }
+  return STREAM_OK;
+}
+
+size_t stream_pending(const stream_asm *a) { return a->npending; }
+
+void stream_clear_pending(stream_asm *a) {
+  a->npending = 0;
+  a->raw.len = 0;
+  /* after a burst of huge chunks, give the memory back: streaming memory stays flat */
+  if (a->raw.cap > ((size_t)1 << 20)) buf_free(&a->raw);
+  if (a->cappending > 65536) {
+    free(a->pending);
+    a->pending = NULL;
+    a->cappending = 0;
+  }
+}
+
+int stream_finished(const stream_asm *a) { return a->finished; }
+
+const char *stream_error_json(const stream_asm *a, size_t *len) {
+  if (len) *len = a->error.len;
+  return a->error.len ? a->error.p : NULL;
+}
+
+const char *stream_errmsg(const stream_asm *a) { return a->errmsg; }
+
+const char *stream_delta_text(const stream_asm *a, const stream_delta *d) {
+  const stream_choice *c = &a->choices[d->choice];
+  const stream_buf *b = d->kind == STREAM_CONTENT ? &c->content :
+                        d->kind == STREAM_REASONING ? &c->reasoning :
+                        d->kind == STREAM_REFUSAL ? &c->refusal : &c->calls[d->tool].args;
+  return b->p ? b->p + d->off : "";
+}
+
+void stream_choice_order(const stream_asm *a, unsigned *order) {
+  size_t i, j;
+  for (i = 0; i < a->nchoices; i++) { /* few choices: insertion sort */
+    unsigned v = (unsigned)i;
+    for (j = i; j > 0 && a->choices[order[j - 1]].index > a->choices[v].index; j--)
+      order[j] = order[j - 1];
+    order[j] = v;
+  }
+}
+
+void stream_free(stream_asm *a) {
+  size_t i, j;
+  for (i = 0; i < a->nchoices; i++) {
+    stream_choice *c = &a->choices[i];
+    buf_free(&c->content);
+    buf_free(&c->reasoning);
+    buf_free(&c->refusal);
+    buf_free(&c->finish_reason);
+    buf_free(&c->role);
+    for (j = 0; j < c->ncalls; j++) {
+      buf_free(&c->calls[j].id);
+      buf_free(&c->calls[j].type);
+      buf_free(&c->calls[j].name);
+      buf_free(&c->calls[j].args);
+    }
+    free(c->calls);
+  }
+  free(a->choices);
+  buf_free(&a->id);
+  buf_free(&a->model);
+  buf_free(&a->system_fingerprint);
+  buf_free(&a->usage);
+  buf_free(&a->error);
+  buf_free(&a->raw);
+  buf_free(&a->tmp);
+  free(a->pending);
+  free(a->sc);
+  free(a->scc);
+  stream_init(a);
+}
