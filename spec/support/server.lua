@@ -1,0 +1,164 @@
+--- Busted harness for the local server: start one in the background, talk to it, stop it.
+--
+--   local server = require("support.server")
+--   local srv = server.start{ tls = false }   -- srv.port, srv.url, srv.base, srv.stop()
+--   local res = server.request(srv, "POST", "/v1/chat/completions", { messages = {...} })
+--   -- res.status, res.headers (lower-case names), res.body, res.json
+--   srv.stop()
+--
+-- The server gets --parent <pid of this Lua process>, so it exits by itself when busted
+-- does, even if a spec forgets stop().
+local socket = require("socket")
+local cjson = require("cjson")
+
+local M = {}
+
+M.lua = os.getenv("LLMCHAT_SERVER_LUA") or "lua5.4"
+
+-- the repository root: this file is <root>/spec/support/server.lua
+local function repo_root()
+  local src = debug.getinfo(1, "S").source:gsub("^@", "")
+  return src:match("^(.*)/spec/support/[^/]*$") or "."
+end
+M.root = repo_root()
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+--- pid of this Lua process (the busted runner), from /proc/self/stat
+function M.self_pid()
+  local stat = read_file("/proc/self/stat")
+  return stat and tonumber(stat:match("^(%d+)"))
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- One work directory per busted run (keyed by its pid), so the certificate is generated
+-- once per run even though busted reloads this module for every spec file.
+local function work_dir()
+  local dir = (os.getenv("TMPDIR") or "/tmp") .. "/llmchat-spec-" .. (M.self_pid() or os.time())
+  if not exists(dir .. "/.") then os.execute("mkdir -p " .. quote(dir)) end
+  return dir
+end
+
+--- A self-signed certificate for 127.0.0.1/localhost: returns cert path, key path.
+function M.certificate()
+  local dir = work_dir()
+  local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+  if not (exists(cert) and exists(key)) then
+    local cmd = "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1"
+      .. " -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost' -days 2"
+      .. " -keyout " .. quote(key .. ".tmp") .. " -out " .. quote(cert .. ".tmp")
+      .. " >/dev/null 2>&1"
+    local rc = os.execute(cmd)
+    if not (rc == true or rc == 0) then error("openssl failed to make a test certificate") end
+    os.rename(key .. ".tmp", key)
+    os.rename(cert .. ".tmp", cert)
+  end
+  return cert, key
+end
+
+local counter = 0
+
+--- Start a server. opts.tls: serve HTTPS with a generated certificate (srv.ca_file).
+-- opts.args: extra command-line arguments. Raises if it does not come up within 10 s.
+function M.start(opts)
+  opts = opts or {}
+  local dir = work_dir()
+  counter = counter + 1
+  local name = string.format("%s/server-%d-%d", dir, counter, math.floor(socket.gettime() * 1000) % 1000000)
+  local port_file, pid_file, log_file = name .. ".port", name .. ".pid", name .. ".log"
+  local args = { "--port", "0", "--port-file", quote(port_file), "--quiet" }
+  local pid = M.self_pid()
+  if pid then args[#args + 1] = "--parent " .. pid end
+  local cert
+  if opts.tls then
+    local key
+    cert, key = M.certificate()
+    args[#args + 1] = "--tls-cert " .. quote(cert) .. " --tls-key " .. quote(key)
+  end
+  for _, a in ipairs(opts.args or {}) do args[#args + 1] = quote(a) end
+  local inner = "echo $$ > " .. quote(pid_file) .. "; exec " .. M.lua .. " "
+    .. quote(M.root .. "/bin/llmchat-server") .. " " .. table.concat(args, " ")
+  os.execute("sh -c " .. quote(inner) .. " >" .. quote(log_file) .. " 2>&1 &")
+
+  local deadline = socket.gettime() + 10
+  local port
+  while socket.gettime() < deadline do
+    port = tonumber(read_file(port_file) or "")
+    if port then break end
+    socket.sleep(0.02)
+  end
+  local server_pid = tonumber(read_file(pid_file) or "")
+  if not port then
+    if server_pid then os.execute("kill " .. server_pid .. " 2>/dev/null") end
+    error("llmchat-server did not start within 10 s; log:\n" .. (read_file(log_file) or ""))
+  end
+
+  local scheme = opts.tls and "https" or "http"
+  local srv = { port = port, pid = server_pid, log_file = log_file, tls = opts.tls and true or false,
+    base = scheme .. "://127.0.0.1:" .. port, ca_file = cert }
+  srv.url = srv.base .. "/v1"
+  local stopped = false
+  function srv.stop()
+    if stopped then return end
+    stopped = true
+    if server_pid then os.execute("kill " .. server_pid .. " 2>/dev/null") end
+    os.remove(port_file)
+    os.remove(pid_file)
+    os.remove(log_file)
+  end
+  return srv
+end
+
+--- One HTTP(S) request with luasocket/luasec (Connection: close).
+-- body: a string, or a table encoded as JSON. Returns { status, headers, body, json }
+-- or nil, err.
+function M.request(srv, method, path, body, headers)
+  local ltn12 = require("ltn12")
+  local hdrs = {}
+  for k, v in pairs(headers or {}) do hdrs[k:lower()] = v end
+  if type(body) == "table" then body = cjson.encode(body) end
+  if body then
+    hdrs["content-length"] = tostring(#body)
+    hdrs["content-type"] = hdrs["content-type"] or "application/json"
+  end
+  local chunks = {}
+  local req = { url = srv.base .. path, method = method, headers = hdrs,
+    source = body and ltn12.source.string(body) or nil, sink = ltn12.sink.table(chunks) }
+  local ok, status, resp_headers
+  if srv.tls then
+    req.cafile, req.verify, req.protocol = srv.ca_file, "peer", "any"
+    ok, status, resp_headers = require("ssl.https").request(req)
+  else
+    ok, status, resp_headers = require("socket.http").request(req)
+  end
+  if not ok then return nil, status end
+  local res = { status = status, headers = resp_headers or {}, body = table.concat(chunks) }
+  local decoded_ok, decoded = pcall(cjson.decode, res.body)
+  if decoded_ok then res.json = decoded end
+  return res
+end
+
+--- The data payloads of an SSE body, in order ("[DONE]" included).
+function M.sse_data(body)
+  local out = {}
+  for line in (body or ""):gmatch("[^\r\n]+") do
+    local data = line:match("^data: ?(.*)$")
+    if data then out[#out + 1] = data end
+  end
+  return out
+end
+
+return M
