@@ -482,6 +482,7 @@ function Exchange:head(status, fields)
       else set(name, tostring(v)) end
     end
   end
+  status = floor(status)
   local out = { sformat("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "Status") }
   for _, f in ipairs(list) do
     if f[2] ~= nil then out[#out + 1] = f[1] .. ": " .. f[2] .. "\r\n" end
@@ -1314,7 +1315,7 @@ function M.new(opts)
     if not ctx then return nil, "TLS setup failed: " .. tostring(err) end
     self.ssl, self.tls = ssl, ctx
   end
-  local sock, err = socket.bind(self.host, opts.port or 8080, 128)
+  local sock, err = socket.bind(self.host, opts.port or 8080, 1024)
   if not sock then return nil, err end
   sock:settimeout(0)
   self.sock = sock
