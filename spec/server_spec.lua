@@ -4,6 +4,7 @@
 local socket = require("socket")
 local cjson = require("cjson")
 local server = require("support.server")
+local process_alive = require("llmchat.server").process_alive
 
 -- Raw HTTP/1.1 over one TCP socket, to see keep-alive and framing as they are on the wire.
 local function connect(port)
@@ -325,6 +326,28 @@ describe("llmchat-server", function()
     local n = tonumber(rest:match("[Cc]ontent%-[Ll]ength: (%d+)"))
     local body = rest:match("\r\n\r\n(.*)$")
     assert.is_true(#body < n, err)
+  end)
+
+  it("exits when its --parent process is gone", function()
+    local pid_file = os.tmpname()
+    os.execute("sh -c 'echo $$ > " .. pid_file .. "; exec sleep 0.3' &")
+    local parent
+    for _ = 1, 100 do
+      local f = io.open(pid_file)
+      parent = f and tonumber(f:read("*a"))
+      if f then f:close() end
+      if parent then break end
+      socket.sleep(0.01)
+    end
+    os.remove(pid_file)
+    local child = server.start{ parent = parent }
+    local gone = false
+    for _ = 1, 60 do
+      if not process_alive(child.pid) then gone = true; break end
+      socket.sleep(0.05)
+    end
+    child.stop()
+    assert.is_true(gone, "server outlived its parent")
   end)
 
   it("serves HTTPS with a generated certificate", function()

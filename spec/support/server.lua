@@ -72,7 +72,8 @@ end
 local counter = 0
 
 --- Start a server. opts.tls: serve HTTPS with a generated certificate (srv.ca_file).
--- opts.args: extra command-line arguments. Raises if it does not come up within 10 s.
+-- opts.parent: the pid the server lives with (default: this process). opts.args: extra
+-- command-line arguments. Raises if it does not come up within 10 s.
 function M.start(opts)
   opts = opts or {}
   local dir = work_dir()
@@ -80,8 +81,8 @@ function M.start(opts)
   local name = string.format("%s/server-%d-%d", dir, counter, math.floor(socket.gettime() * 1000) % 1000000)
   local port_file, pid_file, log_file = name .. ".port", name .. ".pid", name .. ".log"
   local args = { "--port", "0", "--port-file", quote(port_file), "--quiet" }
-  local pid = M.self_pid()
-  if pid then args[#args + 1] = "--parent " .. pid end
+  local parent = opts.parent or M.self_pid()
+  if parent then args[#args + 1] = "--parent " .. math.floor(parent) end
   local cert
   if opts.tls then
     local key
