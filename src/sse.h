@@ -76,7 +76,8 @@ void sse_init(sse_parser *p, size_t max_line, sse_event_fn fn, void *ud);
  * A caller that abandons the parser after a stop need do nothing but sse_free. */
 int  sse_feed(sse_parser *p, const char *buf, size_t len);
 
-/* Bytes of the last sse_feed's buffer that were consumed: len, except after SSE_STOP. */
+/* Bytes of the last sse_feed's buffer that were consumed: len after SSE_OK, the offset just
+ * past the dispatching blank line after SSE_STOP, 0 after an error. */
 size_t sse_consumed(const sse_parser *p);
 
 /* End of input: an undispatched block and an unterminated last line are discarded. The
