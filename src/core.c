@@ -171,11 +171,7 @@ static int l_request(lua_State *L) {
   set_timeout(easy, CURLOPT_TIMEOUT_MS, opt_number(L, 1, "timeout", 0));
   set_timeout(easy, CURLOPT_CONNECTTIMEOUT_MS, opt_number(L, 1, "connect_timeout", 0));
   v = opt_number(L, 1, "idle_timeout", 0);
-  if (v > 0) {
-    /* less than one byte a second for N seconds: nothing arrived */
-    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, (long)ceil(v));
-  }
+  if (v > 0) r->idle_ms = (long)ceil(v * 1000.0);
   s = opt_string(L, 1, "proxy", &len);
   if (s) {
     if (has_crlf(s, len)) return luaL_argerror(L, 1, "'proxy' contains CR or LF");
@@ -291,7 +287,7 @@ static int r_result(lua_State *L) {
 static int r_outcome(lua_State *L) {
   lrequest *lr = check_req(L, 1);
   request *r = &lr->r;
-  static const char *const reasons[] = {"ok", "too_large", "sse", "json", "cancelled", "nomem", "headers"};
+  static const char *const reasons[] = {"ok", "too_large", "sse", "json", "cancelled", "nomem", "headers", "idle"};
   const char *msg = r->msg[0] ? r->msg : r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->code);
   lua_pushstring(L, reasons[r->reason]);
   lua_pushinteger(L, (lua_Integer)r->code);

@@ -190,6 +190,9 @@ int engine_add(engine *e, request *r) {
     r->state = REQ_IDLE;
     return -1;
   }
+  r->last_rx_ms = engine_now_ms();
+  if (r->idle_ms && (e->next_idle_check == 0 || e->next_idle_check > r->last_rx_ms + r->idle_ms))
+    e->next_idle_check = r->last_rx_ms + r->idle_ms;
   r->prev = NULL;
   r->next = e->all;
   if (e->all) e->all->prev = r;
@@ -264,12 +267,40 @@ static void socket_action(engine *e, curl_socket_t fd, int mask) {
   curl_multi_socket_action(e->multi, fd, mask, &running);
 }
 
+/* The idle timeout is ours, not libcurl's low-speed check: that one does not
+ * run while a response has not started, and a model that thinks for a minute
+ * before its first byte is exactly what idle_timeout is for. */
+static void check_idle(engine *e) {
+  long long now = engine_now_ms(), next = 0;
+  request *r = e->all;
+  if (!e->next_idle_check || now < e->next_idle_check) return;
+  while (r) {
+    request *nx = r->next;
+    if (r->idle_ms && r->state == REQ_RUNNING) {
+      long long due = r->last_rx_ms + r->idle_ms;
+      if (now >= due) {
+        r->reason = REASON_IDLE;
+        finish(e, r, CURLE_OPERATION_TIMEDOUT);
+      } else if (!next || due < next) {
+        next = due;
+      }
+    }
+    r = nx;
+  }
+  e->next_idle_check = next;
+}
+
 int engine_drive(engine *e, int wait_ms) {
   long t;
   int n, i;
   if (e->closed) return -1;
   t = engine_timeout_ms(e);
   if (t >= 0 && (wait_ms < 0 || t < wait_ms)) wait_ms = (int)t;
+  if (e->next_idle_check) {
+    long long d = e->next_idle_check - engine_now_ms();
+    if (d < 0) d = 0;
+    if (d < wait_ms) wait_ms = (int)d;
+  }
   if (wait_ms < 0) wait_ms = 0;
 #ifdef LLMCHAT_EPOLL
   {
@@ -311,5 +342,6 @@ int engine_drive(engine *e, int wait_ms) {
     socket_action(e, CURL_SOCKET_TIMEOUT, 0);
   }
   collect(e);
+  check_idle(e);
   return e->nreq;
 }

@@ -45,6 +45,7 @@ static void decide_mode(request *r) {
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   request *r = (request *)ud;
   size_t n = size * nmemb;
+  if (r->idle_ms) r->last_rx_ms = engine_now_ms();
   if (!r->mode_decided) decide_mode(r);
   if (r->sse_mode) {
     int rc;
@@ -76,6 +77,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud) {
   request *r = (request *)ud;
   size_t n = size * nmemb, i, name_len, vs, ve;
   const char *colon;
+  if (r->idle_ms) r->last_rx_ms = engine_now_ms();
   if (n >= 5 && memcmp(ptr, "HTTP/", 5) == 0) {
     /* a new response (after 100 Continue or a redirect): forget the last one */
     r->resp_headers.len = 0;

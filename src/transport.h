@@ -21,7 +21,8 @@ typedef enum req_reason {
   REASON_JSON,       /* a stream chunk that is not JSON */
   REASON_CANCELLED,  /* the caller cancelled */
   REASON_NOMEM,      /* out of memory in a callback */
-  REASON_HEADERS     /* response headers over the cap */
+  REASON_HEADERS,    /* response headers over the cap */
+  REASON_IDLE        /* no byte for idle_ms */
 } req_reason;
 
 typedef enum req_state { REQ_IDLE = 0, REQ_RUNNING, REQ_DONE } req_state;
@@ -40,6 +41,8 @@ typedef struct request {
   buf resp_body;           /* body when not parsed as SSE */
   size_t max_body;
   size_t max_line;         /* SSE line cap */
+  long idle_ms;            /* no byte for this long ends the transfer; 0: off */
+  long long last_rx_ms;    /* when the last byte arrived (or the transfer began) */
   int want_stream;         /* the caller asked for SSE */
   int mode_decided, sse_mode;
   sse_parser sse;
@@ -77,6 +80,7 @@ typedef struct engine {
   sockinfo *socks;
   int nsocks;
   int dispatching;              /* Lua callbacks fired by poll are running */
+  long long next_idle_check;    /* when to look for idle transfers again */
   int closed;
 } engine;
 

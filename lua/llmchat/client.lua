@@ -191,6 +191,11 @@ local function outcome(call)
   end
   local status = req:status()
   local headers = req:headers()
+  if reason == "idle" then
+    return nil, errors.new({ kind = "timeout", timeout = "idle", status = status ~= 0 and status or nil,
+      message = ("no data received for %g s (idle_timeout)"):format(call.idle_timeout),
+      headers = status ~= 0 and headers or nil, partial = partial_of(call) }, secret)
+  end
   if reason ~= "ok" then
     local message
     if reason == "too_large" then
@@ -205,11 +210,8 @@ local function outcome(call)
     local kind = kind_for_curl(code)
     local what
     if kind == "timeout" then
-      if msg:find("too slow", 1, true) or msg:find("Less than", 1, true) then what = "idle"
-      elseif msg:lower():find("connect", 1, true) or status == 0 and not msg:find("with %d+ bytes received") and not msg:find("milliseconds with") then what = "connect"
-      else what = "total" end
-      if what == "idle" then msg = ("no data received for %s s (idle_timeout): %s"):format(
-        tostring(call.idle_timeout), msg) end
+      what = msg:lower():find("connect", 1, true) and not msg:find("bytes received", 1, true)
+        and "connect" or "total"
     end
     return nil, errors.new({ kind = kind, status = status ~= 0 and status or nil, message = msg,
       curl_code = code, timeout = what, headers = status ~= 0 and headers or nil,

@@ -42,9 +42,12 @@ function M.from_completion(body)
   local res = {
     id = body.id, model = body.model, created = body.created, object = body.object,
     system_fingerprint = body.system_fingerprint, usage = body.usage,
-    service_tier = body.service_tier, provider = body.provider, citations = body.citations,
     choices = {},
   }
+  -- provider extensions (OpenRouter's provider, Perplexity's citations ...) stay
+  for k, v in pairs(body) do
+    if res[k] == nil and k ~= "choices" then res[k] = v end
+  end
   for i, ch in ipairs(type(body.choices) == "table" and body.choices or {}) do
     if type(ch) == "table" then
       local msg = type(ch.message) == "table" and ch.message or {}
