@@ -138,6 +138,12 @@ local function is_str(v) return type(v) == "string" end
 local function is_tab(v) return type(v) == "table" end
 local function num(v) return type(v) == "number" and v or tonumber(v) end
 
+-- An HTTP status from a mock field: an integer 100..999, else nil.
+local function status_of(v)
+  v = num(v)
+  if v and v >= 100 and v <= 999 then return floor(v) end
+end
+
 local function merge(a, b)
   local t = {}
   if is_tab(a) then for k, v in pairs(a) do t[k] = v end end
@@ -351,7 +357,8 @@ local function read_chunked_body(conn, deadline, max_body)
   while true do
     local line, err = conn:read_line(deadline)
     if not line then return bad(400, err) end
-    local size = tonumber(line:match("^%s*(%x+)"), 16)
+    local hex = line:match("^%s*(%x+)")
+    local size = hex and tonumber(hex, 16)
     if not size then return bad(400, "bad chunk size line") end
     if size == 0 then break end
     total = total + size
@@ -660,7 +667,7 @@ local function choice_spec(body, e)
   if e.reply ~= nil then
     spec.content = is_str(e.reply) and e.reply or (e.reply ~= NULL and tostring(e.reply) or nil)
   elseif num(e.size) then
-    spec.content = filler(num(e.size))
+    spec.content = filler(math.min(num(e.size), 2^30))
   elseif #spec.tool_calls == 0 and not is_str(e.refusal) then
     spec.content = last_user_text(body.messages)
   end
@@ -816,7 +823,7 @@ function Exchange:stream(specs, entry, stream_options)
     out.write("data: " .. encode_value(obj) .. eol .. eol)
   end
 
-  self:start_stream(num(mock.status) or 200, nil)
+  self:start_stream(status_of(mock.status) or 200, nil)
 
   -- interleave the choices' deltas, then their finish chunks
   local lists, events, longest = {}, {}, 0
@@ -901,7 +908,7 @@ function Exchange:long_stream(n, entry, stream_options)
   local function choice(delta, finish)
     return array{ { index = 0, delta = delta, logprobs = NULL, finish_reason = finish or NULL } }
   end
-  self:start_stream(num(mock.status) or 200, nil)
+  self:start_stream(status_of(mock.status) or 200, nil)
   self:send_chunk(data(self:echo_into(self:chunk(choice{ role = "assistant", content = "",
     refusal = NULL }))))
   local one = data(self:chunk(choice{ content = filler(size) }))
@@ -934,7 +941,7 @@ end
 function Exchange:raw_stream()
   local mock = self.mock
   local out = self:sse_writer()
-  self:start_stream(num(mock.status) or 200, nil)
+  self:start_stream(status_of(mock.status) or 200, nil)
   local pieces = is_tab(mock.raw) and mock.raw or { mock.raw }
   local delay = num(mock.chunk_delay)
   for i, piece in ipairs(pieces) do
@@ -965,21 +972,21 @@ end
 function Exchange:mock_response()
   local mock = self.mock
   if mock.html == true then
-    local status = num(mock.status) or 502
+    local status = status_of(mock.status) or 502
     self:send_full(status, html_page(status), "text/html")
     return true
   end
-  if mock.body ~= nil then
-    self:send_full(num(mock.status) or 200, tostring(mock.body))
+  if mock.body ~= nil and mock.body ~= NULL then
+    self:send_full(status_of(mock.status) or 200, tostring(mock.body))
     return true
   end
   if mock.error ~= nil and mock.error ~= NULL then
     local err = mock.error
     if not is_tab(err) then err = { message = tostring(err), type = "server_error", code = NULL } end
-    self:send_json(num(mock.status) or 500, { error = err })
+    self:send_json(status_of(mock.status) or 500, { error = err })
     return true
   end
-  local status = num(mock.status)
+  local status = status_of(mock.status)
   if status and status >= 400 then
     local shape = STATUS_ERRORS[status] or { status >= 500 and "server_error" or "invalid_request_error", NULL }
     self:send_error(status, "mock error: HTTP " .. status, shape[1], shape[2])
@@ -1047,21 +1054,21 @@ function Exchange:chat(path_model)
   self.completion_id = "chatcmpl-llmchat" .. sformat("%06d", self.srv.stats.requests)
   self.created = os.time()
   local specs, entry = choice_specs(body, mock)
-  if body.stream == true and mock.stream_status == nil then
-    if mock.raw ~= nil then return self:raw_stream() end
+  if body.stream == true and not status_of(mock.stream_status) then
+    if is_str(mock.raw) or is_tab(mock.raw) then return self:raw_stream() end
     if num(mock.long_stream) then
       return self:long_stream(floor(num(mock.long_stream)), entry, body.stream_options)
     end
     return self:stream(specs, entry, body.stream_options)
   end
-  local status = num(mock.stream_status) or num(mock.status) or 200
+  local status = status_of(mock.stream_status) or status_of(mock.status) or 200
   return self:send_json(status, self:completion(specs, entry))
 end
 
 -- Count requests per key; past fail_times, the failure fields no longer apply.
 function Exchange:apply_key()
   local mock = self.mock
-  if mock.key == nil then return end
+  if mock.key == nil or mock.key == NULL then return end
   local stats = self.srv.stats
   local key = tostring(mock.key)
   local count = (stats.keys[key] or 0) + 1
