@@ -21,14 +21,14 @@ WARN     := -Wall -Wextra -Werror -Wmissing-prototypes -Wshadow -Wstrict-prototy
 CFLAGS_ALL := -std=c99 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(OPT) $(WARN) $(LUA_CFLAGS) $(CURL_CFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS_ALL := -shared $(EXTRA_LDFLAGS)
 
-BUILD  := build/$(LUA)
+BUILD  ?= build/$(LUA)
 SRCS   := $(wildcard src/*.c)
 OBJS   := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS))
-MODULE := llmchat/core.so
+MODULE ?= llmchat/core.so
 
 BUSTED ?= $(LUA) /usr/bin/busted
 
-.PHONY: all test spec check demo bench fuzz asan valgrind lint clean server
+.PHONY: all test spec check demo bench fuzz asan valgrind lint clean server deps rock compat
 
 all: $(MODULE)
 
@@ -38,13 +38,49 @@ $(BUILD)/%.o: src/%.c $(wildcard src/*.h) Makefile
 
 # no -llua: the host process provides the Lua API
 $(MODULE): $(OBJS)
-	@mkdir -p llmchat
+	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(OBJS) $(CURL_LIBS)
 
+# The whole suite: specs talk HTTP to the bundled server on 127.0.0.1.
 test: all
 	$(BUSTED) $(BUSTED_ARGS)
 
 spec: test
+
+# installs missing Debian packages (as root)
+deps:
+	sh .ci/deps
+
+# a real round trip against the bundled local server
+demo: all
+	@sh examples/run-demo.sh $(LUA)
+
+# builds for Lua 5.1 and LuaJIT from the same source, and loads each
+compat:
+	$(MAKE) LUA=lua5.1 BUILD=build/lua5.1 MODULE=build/lua5.1/llmchat/core.so
+	$(MAKE) LUA=luajit BUILD=build/luajit MODULE=build/luajit/llmchat/core.so
+	cd build/lua5.1 && lua5.1 -e 'package.path="../../lua/?.lua;../../lua/?/init.lua;"..package.path; local l=require"llmchat"; print("lua5.1:", l._VERSION)'
+	cd build/luajit && luajit -e 'package.path="../../lua/?.lua;../../lua/?/init.lua;"..package.path; local l=require"llmchat"; print("luajit:", l._VERSION)'
+
+# AddressSanitizer + UBSan over the whole suite
+asan:
+	$(MAKE) clean
+	$(MAKE) OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" EXTRA_LDFLAGS="-fsanitize=address,undefined"
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  $(BUSTED) $(BUSTED_ARGS)
+	$(MAKE) clean
+	$(MAKE)
+
+# valgrind over the whole suite (slow)
+valgrind: all
+	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	  --suppressions=.ci/valgrind.supp $(LUA) /usr/bin/busted $(BUSTED_ARGS)
+
+# installs the rock into a private tree, as a user would (no network)
+rock:
+	rm -rf build/rocktree
+	luarocks --lua-version=5.4 make --deps-mode=none --tree build/rocktree rockspec/llmchat-dev-1.rockspec
 
 lint:
 	luacheck lua spec bench examples bin
@@ -53,7 +89,7 @@ server:
 	$(LUA) bin/llmchat-server
 
 clean:
-	rm -rf build llmchat
+	rm -rf build/lua5.4 llmchat
 
 # Each concept may add its own targets (fuzzers, C unit tests) in mk/<concept>.mk.
 -include $(wildcard mk/*.mk)

@@ -1,0 +1,59 @@
+rockspec_format = "3.0"
+package = "llmchat"
+version = "dev-1"
+source = {
+  url = "git+https://github.com/llmchat/llmchat.git",
+}
+description = {
+  summary = "OpenAI-compatible LLM chat for Lua: a C core over libcurl, streaming, never blocking",
+  detailed = [[
+llmchat talks to OpenAI-compatible chat APIs (OpenAI, AI/ML API, OpenRouter, Segmind,
+Ollama and any local server) from Lua 5.1-5.4 and LuaJIT. A C core does HTTP (libcurl),
+Server-Sent Events and stream assembly; a Lua layer gives chat, streaming, conversations,
+tools, non-blocking requests for game and editor loops, coroutines and batches.
+]],
+  license = "MIT",
+  labels = { "llm", "openai", "http", "sse", "curl" },
+}
+dependencies = {
+  "lua >= 5.1",
+  "lua-cjson",
+}
+-- keyed on the library: Debian puts curl/curl.h in a multiarch include
+-- directory that LuaRocks does not search, while the compiler does
+external_dependencies = {
+  CURL = { library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["llmchat.core"] = {
+      sources = {
+        "src/core.c", "src/loop.c", "src/transport.c", "src/sse.c", "src/lsse.c",
+        "src/jscan.c", "src/stream.c", "src/lstream.c", "src/jencode.c", "src/b64.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      incdirs = { "src", "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl" },
+    },
+    ["llmchat"] = "lua/llmchat/init.lua",
+    ["llmchat.client"] = "lua/llmchat/client.lua",
+    ["llmchat.content"] = "lua/llmchat/content.lua",
+    ["llmchat.conversation"] = "lua/llmchat/conversation.lua",
+    ["llmchat.errors"] = "lua/llmchat/errors.lua",
+    ["llmchat.json"] = "lua/llmchat/json.lua",
+    ["llmchat.log"] = "lua/llmchat/log.lua",
+    ["llmchat.loop"] = "lua/llmchat/loop.lua",
+    ["llmchat.providers"] = "lua/llmchat/providers.lua",
+    ["llmchat.result"] = "lua/llmchat/result.lua",
+    ["llmchat.server"] = "lua/llmchat/server.lua",
+  },
+  install = {
+    bin = { ["llmchat-server"] = "bin/llmchat-server" },
+  },
+  copy_directories = { "docs", "examples" },
+}
+test = {
+  type = "busted",
+}
