@@ -295,10 +295,8 @@ describe("stream assembly", function()
       local c = r.choices[1]
       assert.equal("yes!?", c.content) -- an invalid index counts as absent: choice 0
       assert.is_nil(c.reasoning); assert.is_nil(c.refusal); assert.is_nil(c.finish_reason)
-      -- the fragment {"index":"0","id":5,"function":"f"} has no usable index nor id: it starts
-      -- a call that has nothing; {"index":0,"id":"ok"} then starts another
-      assert.same({ { type = "function", arguments = "" }, { index = 0, id = "ok", type = "function", arguments = "" } },
-        c.tool_calls)
+      -- {"index":"0","id":5,"function":"f"} carries nothing usable: skipped
+      assert.same({ { index = 0, id = "ok", type = "function", arguments = "" } }, c.tool_calls)
     end)
 
     it("lets the last of duplicate keys win, at every level", function()
@@ -346,6 +344,15 @@ describe("stream assembly", function()
       assert.truthy(a:chunk('{"x":' .. ("["):rep(999) .. ("]"):rep(999) .. "}"))
       assert.is_nil(a:chunk('{"x":' .. ("["):rep(1000) .. ("]"):rep(1000) .. "}"))
       a:close()
+    end)
+
+    it("skips choice elements and tool fragments that carry nothing", function()
+      local r = run({
+        [[{"choices":[{},{"logprobs":null},{"index":3,"delta":{"tool_calls":[{},{"index":0},{"index":0,"function":{}}]}}]}]],
+      })
+      assert.equal(1, #r.choices)
+      assert.equal(3, r.choices[1].index)
+      assert.is_nil(r.choices[1].tool_calls)
     end)
 
     it("caps the number of distinct choices", function()

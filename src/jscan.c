@@ -46,6 +46,10 @@ static long hex4(const unsigned char *p) {
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
     __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define JSCAN_SWAR 1
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define JSCAN_SSE2 1
+#endif
 static inline uint64_t zero_bytes(uint64_t v) {
   /* exact in its lowest set bit, which is all we use */
   return (v - 0x0101010101010101ULL) & ~v & 0x8080808080808080ULL;
@@ -59,6 +63,18 @@ static int scan_string(jscan *s, jspan *v) {
   const unsigned char *start = p;
   int esc = 0;
   for (;;) {
+#ifdef JSCAN_SSE2
+    {
+      const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), z = _mm_setzero_si128();
+      while (e - p >= 16) {
+        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(w, q), _mm_cmpeq_epi8(w, b)), _mm_cmpeq_epi8(w, z)));
+        if (m) { p += __builtin_ctz(m); goto special; }
+        p += 16;
+      }
+    }
+#endif
 #ifdef JSCAN_SWAR
     while (e - p >= 8) {
       uint64_t w, hit;
@@ -70,6 +86,9 @@ static int scan_string(jscan *s, jspan *v) {
     }
 #endif
     while (p < e && *p != '"' && *p != '\\' && *p != 0) p++;
+#ifdef JSCAN_SSE2
+  special:
+#endif
     if (p >= e) return fail(s, (const char *)start - 1, "unterminated string");
     if (*p == '"') break;
     if (*p == 0) return fail(s, (const char *)p, "NUL byte inside a string");

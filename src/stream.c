@@ -19,6 +19,7 @@
 
 typedef struct stream_sc_choice {
   long index;                   /* -1: absent or not a valid index */
+  int known;                    /* index, delta or finish_reason occurred (any value) */
   jspan finish, role, content, rcontent, reasoning, refusal;
   size_t tc_first, tc_end;      /* its fragments in stream_asm.scc */
 } sc_choice;
@@ -273,9 +274,10 @@ static int parse_choice(stream_asm *a, jscan *s, size_t chi) {
   while ((r = jscan_next_key(s, &k, &first)) > 0) {
     sc_choice *c = &a->sc[chi];
     switch (key_id(&k)) {
-    case K_INDEX: r = scan_index(a, s, &c->index); break;
-    case K_FINISH: r = jscan_value(s, &c->finish); break;
+    case K_INDEX: c->known = 1; r = scan_index(a, s, &c->index); break;
+    case K_FINISH: c->known = 1; r = jscan_value(s, &c->finish); break;
     case K_DELTA:
+      c->known = 1;
       c->role.type = c->content.type = c->rcontent.type = JSCAN_NONE;
       c->reasoning.type = c->refusal.type = JSCAN_NONE;
       a->nscc = c->tc_first;
@@ -437,6 +439,8 @@ static int apply_call(apply_ctx *x, unsigned slot, const sc_call *f) {
   int has_id = is_nonempty_str(&f->id), has_name = is_nonempty_str(&f->name);
   const char *id = f->id.p;
   size_t idn = f->id.n, k, target = NONE, off;
+  if (!has_id && !has_name && !is_nonempty_str(&f->type) && !is_str(&f->args))
+    return 0; /* carries nothing: {} or a fragment of unexpected types */
   if (has_id && f->id.esc) { /* compare ids decoded */
     a->tmp.len = 0;
     if (buf_append_str(&a->tmp, &f->id)) return NOMEM;
@@ -482,11 +486,13 @@ static int apply_call(apply_ctx *x, unsigned slot, const sc_call *f) {
 
 static int apply_choice(apply_ctx *x, const sc_choice *sc) {
   stream_asm *a = x->a;
-  long r = choice_slot(a, sc->index < 0 ? 0 : sc->index);
+  long r;
   unsigned slot;
   stream_choice *c;
   const jspan *why;
   size_t j;
+  if (!sc->known) return 0; /* {} or {"foo":1}: not a choice */
+  r = choice_slot(a, sc->index < 0 ? 0 : sc->index);
   if (r == NOMEM) return NOMEM;
   if (r < 0) return 0; /* past STREAM_MAX_CHOICES */
   slot = (unsigned)r;

@@ -37,8 +37,9 @@
  *              chunk has none, from "x_groq"."usage" (Groq). null never erases it.
  *   error      the raw JSON text of the last "error" that is an object, array or string
  *              (OpenRouter sends {"error":{...}} under HTTP 200); see stream_error_json.
- *   choices    an array; elements that are not objects are skipped; absent, empty or not an
- *              array (Azure's prompt_filter_results chunk) is fine.
+ *   choices    an array; absent, empty or not an array (Azure's prompt_filter_results chunk)
+ *              is fine. An element counts only if it is an object with at least one of
+ *              index, delta, finish_reason (any value, null included); others are skipped.
  * Per choice (choice.index, absent = 0; at most STREAM_MAX_CHOICES distinct choices, the
  * elements of further ones are dropped)
  *   finish_reason   the last non-empty string; null or "" never erases it.
@@ -50,7 +51,9 @@
  *                   text; the text exists (maybe "") once any string arrived. A non-empty
  *                   string makes a delta record; order within one choice of one chunk:
  *                   reasoning, content, refusal, then tool calls.
- *   delta.tool_calls   an array of fragments (non-objects skipped). Each fragment is merged
+ *   delta.tool_calls   an array of fragments. A fragment counts only if it is an object that
+ *     carries an id, a type or a function.name (non-empty strings) or a function.arguments
+ *     string; others ({}, non-objects, wrong types) are skipped. Each fragment is merged
  *     into the choice's list of calls (in order of first appearance, at most
  *     STREAM_MAX_CALLS; fragments needing more are dropped). With i = its index,
  *     id = its "id" if a non-empty string:
