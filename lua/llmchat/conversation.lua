@@ -275,7 +275,7 @@ local OWN = {
   client = true, system = true, system_role = true, tools = true, messages = true,
   max_tool_rounds = true, max_context_tokens = true, on_tool_call = true,
   on_tool_result = true, schema = true, schema_name = true, stream_usage = true,
-  usage = true,
+  usage = true, on_request = true,
 }
 M.OWN = OWN
 
@@ -321,7 +321,7 @@ function M.new(opts)
       error("llmchat.conversation: '" .. k .. "' must be a number >= 0", 2)
     end
   end
-  for _, k in ipairs{ "on_tool_call", "on_tool_result" } do
+  for _, k in ipairs{ "on_tool_call", "on_tool_result", "on_request" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then
       error("llmchat.conversation: '" .. k .. "' must be a function", 2)
     end
@@ -332,7 +332,7 @@ function M.new(opts)
     max_tool_rounds = opts.max_tool_rounds or M.DEFAULT_MAX_TOOL_ROUNDS,
     max_context_tokens = opts.max_context_tokens,
     on_tool_call = opts.on_tool_call, on_tool_result = opts.on_tool_result,
-    stream_usage = opts.stream_usage ~= false,
+    on_request = opts.on_request, stream_usage = opts.stream_usage ~= false,
     params = {}, _messages = {}, _tools = {}, _tool_index = {}, _usage = new_usage(),
   }, Conversation)
   for k, v in pairs(opts) do
@@ -411,18 +411,19 @@ end
 local function run_tool_call(self, tc, hook, on_result)
   local fn = type(tc["function"]) == "table" and tc["function"] or {}
   local name, raw = fn.name, fn.arguments
-  local call = { id = tc.id, name = name, arguments = raw, conversation = self }
+  local call = { id = tc.id, name = name, arguments = raw or "", conversation = self }
   local text
   local tool = type(name) == "string" and self._tool_index[name] or nil
   local args, derr
-  if raw == nil or raw == "" then args = {}  -- some providers send "" for no arguments
+  if raw == nil or raw == "" then raw, args = nil, {}  -- some providers send "" for no arguments
   else args, derr = json.decode(raw) end
   call.args = args
 
   if not tool then
     text = ("error: unknown tool '%s'"):format(tostring(name))
-  elseif derr or type(args) ~= "table" then
-    text = "error: the arguments are not a valid JSON object: " .. tostring(derr or ("got a JSON " .. type(args)))
+  elseif derr or type(args) ~= "table" or (raw and not raw:find("^%s*{")) then
+    text = "error: the arguments are not a valid JSON object: "
+      .. tostring(derr or (raw and raw:find("^%s*%[") and "got an array") or ("got a JSON " .. type(args)))
     call.args = nil
   elseif not tool.handler then
     text = ("error: tool '%s' has no handler attached"):format(name)
@@ -478,6 +479,7 @@ local function run_turn(self, input, opts)
   local budget = opts.max_context_tokens or self.max_context_tokens
   local hook = opts.on_tool_call or self.on_tool_call
   local on_result = opts.on_tool_result or self.on_tool_result
+  local on_request = opts.on_request or self.on_request
   local schema = opts.schema
 
   local params = {}
@@ -502,6 +504,7 @@ local function run_turn(self, input, opts)
   while true do
     local msgs, dropped = request_messages(self, pending, budget, params.tools)
     params.messages = msgs
+    if on_request then on_request(params) end  -- inspection / logging of every request
     local res, err = self.client:chat(params)
     if not res then
       err.messages = pending  -- what the turn had built before it failed
@@ -556,7 +559,7 @@ function Conversation:say(input, opts)
   if opts.schema ~= nil and type(opts.schema) ~= "table" then
     error("conversation:say: 'schema' must be a table (a JSON schema)", 2)
   end
-  for _, k in ipairs{ "on_tool_call", "on_tool_result", "on_delta" } do
+  for _, k in ipairs{ "on_tool_call", "on_tool_result", "on_request", "on_delta" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then
       error("conversation:say: '" .. k .. "' must be a function", 2)
     end
