@@ -13,6 +13,10 @@ else
 endif
 
 LUA_CFLAGS  := $(shell $(PKG_CONFIG) --cflags $(LUA_PC))
+ifeq ($(LUA),luajit)
+  # Debian's lua-compat53-dev puts compat-5.3.h beside the 5.1 headers
+  LUA_CFLAGS += -I/usr/include/lua5.1
+endif
 CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl)
 CURL_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl)
 
