@@ -11,10 +11,11 @@ SSE_WARN    := -std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -Wmissing-prototypes
 
 .PHONY: test-sse-c fuzz-sse bench-sse
 
+# sse_test.c includes src/sse.c itself (to hook realloc for the out-of-memory tests)
 build/test/sse_test: test/sse_test.c src/sse.c src/sse.h mk/sse.mk
 	@mkdir -p build/test
 	$(SSE_TEST_CC) $(SSE_WARN) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-	  -fno-sanitize-recover=all -Isrc test/sse_test.c src/sse.c -o $@
+	  -fno-sanitize-recover=all -Isrc test/sse_test.c -o $@
 
 test-sse-c: build/test/sse_test
 	./build/test/sse_test

@@ -1,11 +1,23 @@
 /* Unit tests for the SSE parser (plain C). `make test-sse-c` runs them under ASan+UBSan.
  * Events are rendered as "type|data|id|retry\n" so expectations read like the stream. */
-#include "sse.h"
-
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The parser is compiled into this program with realloc routed through a hook, so the
+ * out-of-memory paths can be walked one failing allocation at a time. */
+static long alloc_countdown = -1; /* fail the allocation when it reaches 0; -1: never */
+static void *test_realloc(void *ptr, size_t n);
+#define realloc test_realloc
+#include "sse.c"
+#undef realloc
+
+static void *test_realloc(void *ptr, size_t n)
+{
+  if (alloc_countdown >= 0 && alloc_countdown-- == 0) return NULL;
+  return realloc(ptr, n);
+}
 
 #if LONG_MAX == 9223372036854775807L
 #define LONG_MAX_STR "9223372036854775807"
@@ -288,6 +300,40 @@ static void test_zero_copy_and_reuse(void)
   sse_free(&p);
 }
 
+/* Every allocation, in turn, fails: the parser reports SSE_ENOMEM (sticky), never crashes
+ * or leaks, and the events before the failure are a prefix of the real ones. */
+static void test_out_of_memory(void)
+{
+  static const char in[] = "event: e\nid: 1\ndata: a\ndata: b\n\ndata: c\n\ndata: spans";
+  static const char tail[] = " feeds\n\n";
+  evlog ref, l;
+  sse_parser p;
+  long k;
+  int rc, saw_enomem = 0;
+  memset(&ref, 0, sizeof ref);
+  sse_init(&p, 0, on_event, &ref);
+  CHECK(sse_feed(&p, in, sizeof in - 1) == SSE_OK && sse_feed(&p, tail, sizeof tail - 1) == SSE_OK);
+  sse_free(&p);
+  for (k = 0; k < 20; k++) {
+    memset(&l, 0, sizeof l);
+    sse_init(&p, 0, on_event, &l);
+    alloc_countdown = k;
+    rc = sse_feed(&p, in, sizeof in - 1);
+    if (rc == SSE_OK) rc = sse_feed(&p, tail, sizeof tail - 1);
+    alloc_countdown = -1;
+    CHECK(rc == SSE_OK || rc == SSE_ENOMEM);
+    if (rc == SSE_ENOMEM) {
+      saw_enomem = 1;
+      CHECK(sse_feed(&p, "data: x\n\n", 10) == SSE_ENOMEM);
+      CHECK(sse_finish(&p) == SSE_ENOMEM);
+    }
+    CHECK(l.n <= ref.n && memcmp(l.s, ref.s, l.n) == 0);
+    if (rc == SSE_OK) CHECK(l.n == ref.n);
+    sse_free(&p);
+  }
+  CHECK(saw_enomem);
+}
+
 static void test_strerror(void)
 {
   CHECK(strcmp(sse_strerror(SSE_OK), "ok") == 0);
@@ -307,6 +353,7 @@ int main(void)
   test_sticky_error();
   test_stop_and_resume();
   test_zero_copy_and_reuse();
+  test_out_of_memory();
   test_strerror();
   if (failures) {
     fprintf(stderr, "sse_test: %d of %d checks failed\n", failures, checks);
