@@ -537,32 +537,39 @@ LLMCHAT_EXPORT int luaopen_llmchat_core(lua_State *L);
 
 LLMCHAT_EXPORT int luaopen_llmchat_core(lua_State *L) {
   engine *e;
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-    return luaL_error(L, "llmchat: libcurl failed to initialise");
-
-  e = (engine *)lua_newuserdata(L, sizeof *e);
-  memset(e, 0, sizeof *e);
-  e->closed = 1;
-  e->epfd = -1;
-  if (luaL_newmetatable(L, ENGINE_MT)) {
-    lua_pushcfunction(L, e_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushliteral(L, ENGINE_MT);
-    lua_setfield(L, -2, "__name");
+  /* one engine per Lua state: loading the module again (package.loaded
+   * cleared) finds the same one, so requests never outlive their engine */
+  lua_getfield(L, LUA_REGISTRYINDEX, "llmchat.engine");
+  e = (engine *)luaL_testudata(L, -1, ENGINE_MT);
+  if (!e || e->closed) {
+    lua_pop(L, 1);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+      return luaL_error(L, "llmchat: libcurl failed to initialise");
+    e = (engine *)lua_newuserdata(L, sizeof *e);
+    memset(e, 0, sizeof *e);
+    e->closed = 1;
+    e->epfd = -1;
+    if (luaL_newmetatable(L, ENGINE_MT)) {
+      lua_pushcfunction(L, e_gc);
+      lua_setfield(L, -2, "__gc");
+      lua_pushliteral(L, ENGINE_MT);
+      lua_setfield(L, -2, "__name");
+    }
+    lua_setmetatable(L, -2);
+    lua_newtable(L);
+    lua_setuservalue(L, -2);
+    if (engine_init(e) != 0) {
+      curl_global_cleanup();
+      return luaL_error(L, "llmchat: could not create the engine (libcurl multi / epoll)");
+    }
+    e->closed = 0;
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "llmchat.engine");
   }
-  lua_setmetatable(L, -2);
-  lua_newtable(L);
-  lua_setuservalue(L, -2);
-  if (engine_init(e) != 0) {
-    curl_global_cleanup();
-    return luaL_error(L, "llmchat: could not create the engine (libcurl multi / epoll)");
-  }
-  e->closed = 0;
-  lua_pushvalue(L, -1);
-  lua_setfield(L, LUA_REGISTRYINDEX, "llmchat.engine");
   /* engine userdata at -1: the upvalue of every function */
 
-  if (luaL_newmetatable(L, REQUEST_MT)) {
+  luaL_newmetatable(L, REQUEST_MT);
+  {
     lua_pushvalue(L, -2);
     luaL_setfuncs(L, request_methods, 1);
     lua_pushvalue(L, -1);
