@@ -161,6 +161,7 @@ describe("conversation tools", function()
     assert.equal(4, conv:usage().calls)
     -- the per-call option wins
     res, err = conv:say("spin", { mock = forever, max_tool_rounds = 0 })
+    assert.is_nil(res)
     assert.equal("max_tool_rounds", err.kind)
     assert.equal(5, conv:usage().calls)
     assert.same(before, conv:messages())
@@ -273,7 +274,8 @@ describe("conversation tools", function()
     assert.equal("error: tool 'roll' has no handler attached", bare:messages()[5].content)
 
     -- handlers by name at load time
-    local loaded = assert(llmchat.conversation.load(path, client, { tools = { roll = function(a) return "rolled " .. a.n end } }))
+    local loaded = assert(llmchat.conversation.load(path, client,
+      { tools = { roll = function(a) return "rolled " .. a.n end } }))
     assert.truthy(loaded:say("roll", { mock = mock }))
     assert.equal("rolled 6", loaded:messages()[5].content)
 
