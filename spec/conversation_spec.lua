@@ -111,6 +111,30 @@ describe("conversation", function()
       assert.truthy(conv:say("fine"))
     end)
 
+    it("runs inside llmchat.run coroutines, tool loops included", function()
+      local a = llmchat.conversation{ client = client }
+      local b = llmchat.conversation{ client = client }
+      b:tool{ name = "t", handler = function() return "r" end }
+      local got = {}
+      llmchat.run(function()
+        llmchat.spawn(function() got.a = a:say("from a", { mock = { chunk_delay = 0.01 }, stream = true }) end)
+        llmchat.spawn(function()
+          got.b = b:say("from b", { mock = { script = { { tool_calls = { call("1", "t", "{}") } },
+            { reply = "b done" } } } })
+        end)
+        llmchat.spawn(function()
+          -- the same conversation cannot take a second turn while one runs
+          llmchat.sleep(0)
+          got.busy = select(2, pcall(a.say, a, "again"))
+        end)
+      end)
+      assert.equal("from a", got.a.content)
+      assert.equal("b done", got.b.content)
+      assert.matches("already waiting", got.busy)
+      assert.equal(2, #a:messages())
+      assert.equal(4, #b:messages())
+    end)
+
     it("keeps a refusal in the history", function()
       local conv = llmchat.conversation{ client = client }
       local res = assert(conv:say("do the bad thing", { mock = { refusal = "I can't help with that." } }))

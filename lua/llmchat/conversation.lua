@@ -566,10 +566,11 @@ function Conversation:say(input, opts)
   end
   self._busy = true
   -- client:chat may yield (inside llmchat.run): the turn runs under pcall (so a
-  -- misuse error cannot leave the conversation busy) only where a coroutine can
-  -- yield across pcall. Hook errors come back as `raised` either way.
+  -- misuse error cannot leave the conversation busy) except in a plain Lua 5.1
+  -- coroutine, which cannot yield across pcall. Hook errors come back as
+  -- `raised` either way.
   local res, err, pending, raised
-  if PCALL_YIELDS then
+  if PCALL_YIELDS or not coroutine.running() then   -- 5.1's main thread never yields
     local ok, r, e, p, x = pcall(run_turn, self, input, opts)
     if ok then res, err, pending, raised = r, e, p, x else raised = r end
   else
