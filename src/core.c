@@ -116,7 +116,7 @@ static int l_request(lua_State *L) {
   lua_newtable(L);
   lua_setuservalue(L, -2);
   r = &lr->r;
-  if (request_init(r) != 0) {
+  if (request_init(r, (engine *)lua_touserdata(L, lua_upvalueindex(1))) != 0) {
     request_free(r);
     return luaL_error(L, "llmchat: libcurl could not create a handle");
   }
@@ -230,9 +230,9 @@ static int r_close(lua_State *L) {
 }
 
 static int r_state(lua_State *L) {
-  lrequest *lr = check_req(L, 1);
+  lrequest *lr = (lrequest *)luaL_checkudata(L, 1, REQUEST_MT);
   static const char *const names[] = {"idle", "running", "done"};
-  lua_pushstring(L, names[lr->r.state]);
+  lua_pushstring(L, lr->closed ? "closed" : names[lr->r.state]);
   return 1;
 }
 
@@ -331,6 +331,16 @@ static int r_info(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)lr->r.stream_bytes);
   lua_setfield(L, -2, "stream_bytes");
   return 1;
+}
+
+/* sse_mode, done_marker, finished, events: what completion needs, no table */
+static int r_stream_state(lua_State *L) {
+  lrequest *lr = check_req(L, 1);
+  lua_pushboolean(L, lr->r.sse_mode);
+  lua_pushboolean(L, lr->r.done_marker);
+  lua_pushboolean(L, stream_finished(&lr->r.as));
+  lua_pushinteger(L, (lua_Integer)lr->r.events);
+  return 4;
 }
 
 static int r_error_json(lua_State *L) {
@@ -524,7 +534,7 @@ static const luaL_Reg request_methods[] = {
   {"start", r_start},       {"cancel", r_cancel},   {"close", r_close},
   {"state", r_state},       {"status", r_status},   {"headers", r_headers},
   {"body", r_body},         {"result", r_result},   {"outcome", r_outcome},
-  {"info", r_info},         {"error_json", r_error_json},
+  {"info", r_info},         {"error_json", r_error_json}, {"stream_state", r_stream_state},
   {"handlers", r_handlers}, {NULL, NULL}};
 
 static const luaL_Reg module_funcs[] = {

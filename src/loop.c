@@ -168,6 +168,7 @@ void engine_close(engine *e) {
     r->reason = REASON_CANCELLED;
   }
   e->ready_head = e->ready_tail = NULL;
+  while (e->npool > 0) curl_easy_cleanup(e->pool[--e->npool]);
   curl_multi_cleanup(e->multi);  /* may report sockets removed through on_socket */
   e->multi = NULL;
   while (e->socks) {

@@ -110,13 +110,20 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
-int request_init(request *r) {
+int request_init(request *r, engine *home) {
   memset(r, 0, sizeof *r);
   buf_init(&r->resp_headers);
   buf_init(&r->resp_body);
   r->max_body = (size_t)64 * 1024 * 1024;
   r->max_line = SSE_DEFAULT_MAX_LINE;
-  r->easy = curl_easy_init();
+  r->home = home;
+  /* a pooled handle keeps its allocations (and libcurl its DNS cache) */
+  if (home && !home->closed && home->npool > 0) {
+    r->easy = home->pool[--home->npool];
+    curl_easy_reset(r->easy);
+  } else {
+    r->easy = curl_easy_init();
+  }
   if (!r->easy) return -1;
   sse_init(&r->sse, r->max_line, on_sse_event, r);
   stream_init(&r->as);
@@ -162,7 +169,13 @@ void request_reset_response(request *r) {
 
 void request_free(request *r) {
   if (r->eng) engine_forget(r);
-  if (r->easy) curl_easy_cleanup(r->easy);
+  if (r->easy) {
+    engine *home = r->home;
+    if (home && !home->closed && home->npool < (int)(sizeof home->pool / sizeof home->pool[0]))
+      home->pool[home->npool++] = r->easy;
+    else
+      curl_easy_cleanup(r->easy);
+  }
   r->easy = NULL;
   if (r->hdrs) curl_slist_free_all(r->hdrs);
   r->hdrs = NULL;

@@ -28,9 +28,11 @@ typedef enum req_reason {
 typedef enum req_state { REQ_IDLE = 0, REQ_RUNNING, REQ_DONE } req_state;
 
 struct engine;
+typedef struct engine engine;
 
 typedef struct request {
   struct engine *eng;      /* set while added to the engine's multi handle */
+  struct engine *home;     /* the engine whose pool the easy handle returns to */
   CURL *easy;
   struct curl_slist *hdrs; /* request headers, owned while libcurl may read them */
   char *body;              /* request body, owned likewise */
@@ -70,7 +72,7 @@ typedef struct sockinfo {
   struct sockinfo *next, *prev;
 } sockinfo;
 
-typedef struct engine {
+struct engine {
   CURLM *multi;
   int epfd;
   long long deadline_ms;        /* libcurl's timer, -1 when none */
@@ -82,10 +84,12 @@ typedef struct engine {
   int dispatching;              /* Lua callbacks fired by poll are running */
   long long next_idle_check;    /* when to look for idle transfers again */
   int closed;
-} engine;
+  CURL *pool[32];               /* easy handles kept for reuse (reset, not re-created) */
+  int npool;
+};
 
 /* request */
-int  request_init(request *r);          /* 0, or -1 when libcurl cannot make a handle */
+int  request_init(request *r, engine *home);  /* 0, or -1 when libcurl cannot make a handle */
 void request_reset_response(request *r);
 void request_free(request *r);          /* detaches from the engine first */
 const char *request_header(const request *r, const char *name);  /* lower-case name */

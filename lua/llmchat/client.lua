@@ -150,9 +150,8 @@ M.Call = Call
 
 local function partial_of(call)
   local req = call.req
-  if not req then return nil end
-  local ok, info = pcall(req.info, req)
-  if ok and info.sse then
+  if not req or req:state() == "closed" then return nil end
+  if req:stream_state() then
     return result.from_assembled(req:result())
   end
   return nil
@@ -168,6 +167,8 @@ local function finish(call, res, err)
     if err then log(("%s %s failed: %s"):format(call.method, call.url, tostring(err)))
     else log(("%s %s done: %s"):format(call.method, call.url, tostring(res.finish_reason))) end
   end
+  -- the C request (its buffers, its easy handle back to the pool) is done with
+  if call.req then call.req:close() end
   if call.waiter then loop.wake(call.waiter) end
   if call.on_done then call.on_done(res, err) end
 end
@@ -221,9 +222,9 @@ local function outcome(call)
     return nil, result.http_error(status, headers, req:body(), secret)
   end
 
-  local info = req:info()
+  local sse, done_marker, finished, events = req:stream_state()
   local res
-  if info.sse then
+  if sse then
     local assembled = req:result()
     local partial = result.from_assembled(assembled)
     local ej = req:error_json()
@@ -235,9 +236,9 @@ local function outcome(call)
         code = (type(code_) == "string" or type(code_) == "number") and code_ or nil,
         error = e, headers = headers, partial = partial }, secret)
     end
-    if not (info.done_marker or info.finished) then
+    if not (done_marker or finished) then
       return nil, errors.new({ kind = "protocol", status = status, headers = headers,
-        message = ("stream ended before a finish_reason or [DONE] (%d events)"):format(info.events),
+        message = ("stream ended before a finish_reason or [DONE] (%d events)"):format(events),
         partial = partial }, secret)
     end
     res = partial
@@ -277,8 +278,8 @@ local function retry_delay(call, err)
   local kind = err.kind
   if kind == "cancelled" or kind == "protocol" or kind == "stream_error" then return nil end
   if call.req then
-    local ok, info = pcall(call.req.info, call.req)
-    if ok and info.sse and info.events > 0 then return nil end  -- data was already delivered
+    local sse, _, _, events = call.req:stream_state()
+    if sse and events > 0 then return nil end  -- data was already delivered
   end
   local h = err.headers
   local should = h and h["x-should-retry"]
