@@ -3,6 +3,29 @@
 -- floor of the same run, llmchat's lead over the Node SDK, and the issue's targets.
 -- Usage: lua5.4 bench/report.lua bench/out/raw.txt > bench/out/latest.md
 -- (bench/run sets BENCH_* environment variables for the header.)
+--        lua5.4 bench/report.lua --update-readme bench/README.md bench/out/latest.md
+-- copies a table into the README between its latest-table markers.
+
+if arg[1] == "--update-readme" then
+  local readme, tablefile = arg[2], arg[3]
+  local f = assert(io.open(readme))
+  local s = f:read("a")
+  f:close()
+  f = assert(io.open(tablefile))
+  local t = f:read("a")
+  f:close()
+  t = t:gsub("^# [^\n]*\n\n", ""):gsub("\n*$", "\n")  -- the README has its own heading
+  local _, j = s:find("<!-- latest-table:begin -->\n", 1, true)
+  local k = s:find("<!-- latest-table:end -->", 1, true)
+  if not j or not k then
+    io.stderr:write("report: the README's latest-table markers are missing\n")
+    os.exit(1)
+  end
+  f = assert(io.open(readme, "w"))
+  f:write(s:sub(1, j), t, s:sub(k))
+  f:close()
+  os.exit(0)
+end
 
 local raw = arg[1] or "bench/out/raw.txt"
 local env = function(k, d) local v = os.getenv(k); return (v and v ~= "") and v or d end
