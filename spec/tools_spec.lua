@@ -190,6 +190,41 @@ describe("conversation tools", function()
     assert.equal("error: the call was refused", m[5].content)
   end)
 
+  it("refuses a call when on_tool_call gives no answer (fail closed)", function()
+    local ran = false
+    local conv = llmchat.conversation{ client = client, on_tool_call = function() end }
+    conv:tool{ name = "t", handler = function() ran = true end }
+    local mock = { script = { { tool_calls = { call("1", "t", "{}") } }, { reply = "ok" } } }
+    assert.truthy(conv:say("x", { mock = mock }))
+    assert.is_false(ran)
+    assert.equal("error: the call was refused: on_tool_call gave no answer", conv:messages()[3].content)
+  end)
+
+  it("gives ids to tool calls that come without one, and links the results", function()
+    local conv = llmchat.conversation{ client = client }
+    conv:tool{ name = "t", handler = function(a) return a.v end }
+    local mock = { script = { { tool_calls = { call("", "t", '{"v":"a"}'), call("", "t", '{"v":"b"}') } },
+      { reply = "ok" } } }
+    assert.truthy(conv:say("x", { mock = mock }))
+    local m = conv:messages()
+    local id1, id2 = m[2].tool_calls[1].id, m[2].tool_calls[2].id
+    assert.truthy(id1 ~= "" and id2 ~= "" and id1 ~= id2)
+    assert.same({ role = "tool", tool_call_id = id1, content = "a" }, m[3])
+    assert.same({ role = "tool", tool_call_id = id2, content = "b" }, m[4])
+  end)
+
+  it("keeps messages and tools for itself", function()
+    local conv = llmchat.conversation{ client = client }
+    assert.has_error(function() conv:say("x", { tools = {} }) end)
+    assert.has_error(function() conv:say("x", { messages = {} }) end)
+    assert.has_error(function() conv:tool{ name = "bad name!" } end)
+    assert.has_error(function() conv:tool{ name = "ok", handler = 1 } end)
+    conv:tool{ name = "gone", handler = function() end }
+    assert.is_true(conv:remove_tool("gone"))
+    assert.is_false(conv:remove_tool("gone"))
+    assert.same({}, conv:tools())
+  end)
+
   it("raises an error from the caller's own hook, and rolls the turn back", function()
     local conv = llmchat.conversation{ client = client }
     conv:tool{ name = "t", handler = function() return "x" end }

@@ -72,6 +72,7 @@ end
 -- with id / type / function.name / function.arguments kept verbatim, and the
 -- few other fields the API accepts on input (name, audio id). Fields a
 -- response carries but a request rejects (annotations, reasoning) are left out.
+local id_seq = 0
 local function history_assistant(msg)
   local m = { role = "assistant" }
   local c = msg.content
@@ -82,7 +83,13 @@ local function history_assistant(msg)
     local out = json.array()
     for i, tc in ipairs(calls) do
       local fn = type(tc["function"]) == "table" and tc["function"] or {}
-      out[i] = { id = tc.id, type = tc.type or "function",
+      local id = tc.id
+      if type(id) ~= "string" or id == "" then
+        -- some local servers send no ids; the results must still name their call
+        id_seq = id_seq + 1
+        id = ("call_llmchat_%d_%d"):format(id_seq, i)
+      end
+      out[i] = { id = id, type = tc.type or "function",
         ["function"] = { name = fn.name, arguments = type(fn.arguments) == "string" and fn.arguments or "" } }
     end
     m.tool_calls = out
@@ -434,7 +441,9 @@ local function run_tool_call(self, tc, hook, on_result)
       if not ok then return nil, a end   -- the caller's bug: say() raises it
       approved, reason = a, r
     end
-    if not approved then
+    -- only an explicit true runs the tool: a hook that forgets to answer refuses
+    if approved ~= true then
+      if reason == nil and approved == nil then reason = "on_tool_call gave no answer" end
       text = "error: the call was refused" .. (reason ~= nil and (": " .. tostring(reason)) or "")
     else
       local ok, r, rerr = pcall(tool.handler, args, call)
@@ -488,8 +497,7 @@ local function run_turn(self, input, opts)
     if not OWN[k] then params[k] = v end
   end
   if params.model == nil then params.model = self.model end
-  local tools = api_tools(self)
-  params.tools = params.tools or tools
+  params.tools = api_tools(self)
   if schema ~= nil and params.response_format == nil then
     -- the schema is decoded here, not by client:chat, because a tool round's
     -- reply has no content to decode
@@ -563,6 +571,9 @@ function Conversation:say(input, opts)
     if opts[k] ~= nil and type(opts[k]) ~= "function" then
       error("conversation:say: '" .. k .. "' must be a function", 2)
     end
+  end
+  if opts.messages ~= nil or opts.tools ~= nil then
+    error("conversation:say: the conversation owns 'messages' and 'tools' (use conv:append, conv:tool)", 2)
   end
   self._busy = true
   -- client:chat may yield (inside llmchat.run): the turn runs under pcall (so a
