@@ -145,6 +145,19 @@ describe("conversation", function()
       assert.is_nil(m.annotations)
     end)
 
+    it("stores an empty answer as \"\" and refuses a response without choices", function()
+      local conv = llmchat.conversation{ client = client }
+      local res = assert(conv:say("say nothing", { mock = { reply = llmchat.null } }))
+      assert.is_nil(res.content)
+      assert.same({ role = "assistant", content = "" }, conv:last())
+      local before = conv:messages()
+      local err
+      res, err = conv:say("x", { mock = { body = '{"id":"chatcmpl-1","object":"chat.completion","choices":[]}' } })
+      assert.is_nil(res)
+      assert.equal("protocol", err.kind)
+      assert.same(before, conv:messages())
+    end)
+
     it("streams with on_delta or stream = true, and stores the same history", function()
       local plain = llmchat.conversation{ client = client }
       local streamed = llmchat.conversation{ client = client }

@@ -97,7 +97,12 @@ local function history_assistant(msg)
     -- says null: store null either way, so both modes give the same history
     if c == "" then c = nil end
   end
-  if c == nil then c = null end
+  if c == nil then
+    -- null goes with tool calls or a refusal (what OpenAI itself returns); an
+    -- answer with nothing at all is kept as "" (Mistral and others reject an
+    -- assistant message with neither content nor tool calls)
+    if m.tool_calls or type(msg.refusal) == "string" then c = null else c = "" end
+  end
   m.content = c
   if type(msg.refusal) == "string" then m.refusal = msg.refusal end
   if type(msg.name) == "string" then m.name = msg.name end
@@ -520,7 +525,12 @@ local function run_turn(self, input, opts)
     end
     add_usage(self._usage, res.usage)
     res.trimmed = dropped
-    local msg = history_assistant(res.message or {})
+    if type(res.message) ~= "table" then
+      return nil, errors.new({ kind = "protocol", status = res.status, headers = res.headers,
+        message = "the response has no choices (no assistant message)", partial = res,
+        messages = pending })
+    end
+    local msg = history_assistant(res.message)
     pending[#pending + 1] = msg
     local calls = msg.tool_calls
     if not calls then
@@ -693,7 +703,10 @@ function Conversation:cost(prices)
   if type(prices) ~= "table" or type(prices.input) ~= "number" or type(prices.output) ~= "number" then
     error("conversation:cost: expected { input = <$ per 1M tokens>, output = <$ per 1M tokens> }", 2)
   end
-  local cached_price = prices.cached_input or prices.input
+  local cached_price = prices.cached_input
+  if cached_price == nil then
+    return (u.prompt_tokens * prices.input + u.completion_tokens * prices.output) / 1e6
+  end
   if type(cached_price) ~= "number" then error("conversation:cost: cached_input must be a number", 2) end
   local cached = math.min(u.cached_tokens, u.prompt_tokens)
   return ((u.prompt_tokens - cached) * prices.input + cached * cached_price
