@@ -353,6 +353,16 @@ describe("conversation", function()
       assert.has_error(function() llmchat.conversation.load(path) end)
     end)
 
+    it("saves request fields but not callbacks or headers", function()
+      local conv = llmchat.conversation{ client = client, temperature = 0.5, headers = { ["X-Secret"] = "s3cr3t" },
+        on_delta = function() end }
+      assert.truthy(conv:say("streamed by default"))
+      assert.is_true(conv:save(path))
+      local text = read(path)
+      assert.falsy(text:find("s3cr3t", 1, true))
+      assert.same({ temperature = 0.5 }, json.decode(text).params)
+    end)
+
     it("refuses to save text that is not UTF-8, and keeps the old file", function()
       local conv = llmchat.conversation{ client = client }
       assert.is_true(conv:save(path))

@@ -21,6 +21,7 @@
 local json = require("llmchat.json")
 local errors = require("llmchat.errors")
 local content = require("llmchat.content")
+local client_mod = require("llmchat.client")
 
 local M = {}
 
@@ -727,8 +728,15 @@ function Conversation:to_table()
   for i, t in ipairs(self._tools) do
     tools[i] = { name = t.name, description = t.description, parameters = t.parameters, strict = t.strict }
   end
+  -- only request body fields are saved: not callbacks, and not llmchat's own
+  -- per-call options (headers may carry credentials)
   local params
-  if next(self.params) ~= nil then params = self.params end
+  for k, v in pairs(self.params) do
+    if not client_mod.OWN[k] and type(v) ~= "function" then
+      params = params or {}
+      params[k] = v
+    end
+  end
   return {
     version = M.FORMAT_VERSION, model = self.model, system = self.system,
     system_role = self.system_role ~= "system" and self.system_role or nil,
