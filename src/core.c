@@ -19,6 +19,7 @@
 #include "b64.h"
 
 #define ENGINE_MT "llmchat.engine"
+#define ENGINE_KEY "llmchat.engine.instance" /* the instance; ENGINE_MT names its metatable */
 #define REQUEST_MT "llmchat.request"
 #define LLMCHAT_VERSION "0.1.0"
 
@@ -389,6 +390,7 @@ static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
     }
     return;
   }
+  luaL_checkstack(L, 8, "llmchat dispatch");
   ud = lua_gettop(L);
   lua_getuservalue(L, ud);
   hv = lua_gettop(L);
@@ -405,11 +407,14 @@ static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
         if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
         else lua_pop(L, 1);
         if (r->state == REQ_RUNNING) engine_cancel(r);
+        else r->reason = REASON_CANCELLED;
         break;
       }
       if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
         lua_pop(L, 1);
+        /* the caller's no wins even when the last bytes already arrived */
         if (r->state == REQ_RUNNING) engine_cancel(r);
+        else r->reason = REASON_CANCELLED;
         break;
       }
       lua_pop(L, 1);
@@ -549,7 +554,7 @@ LLMCHAT_EXPORT int luaopen_llmchat_core(lua_State *L) {
   engine *e;
   /* one engine per Lua state: loading the module again (package.loaded
    * cleared) finds the same one, so requests never outlive their engine */
-  lua_getfield(L, LUA_REGISTRYINDEX, "llmchat.engine");
+  lua_getfield(L, LUA_REGISTRYINDEX, ENGINE_KEY);
   e = (engine *)luaL_testudata(L, -1, ENGINE_MT);
   if (!e || e->closed) {
     lua_pop(L, 1);
@@ -574,7 +579,7 @@ LLMCHAT_EXPORT int luaopen_llmchat_core(lua_State *L) {
     }
     e->closed = 0;
     lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "llmchat.engine");
+    lua_setfield(L, LUA_REGISTRYINDEX, ENGINE_KEY);
   }
   /* engine userdata at -1: the upvalue of every function */
 

@@ -77,6 +77,9 @@ function M.from_assembled(a)
       end
       msg.tool_calls = calls
     end
+    -- the role chunk's content "" is not an answer: a refusal or a tool-call
+    -- turn has content nil, as the non-streamed response has null
+    if msg.content == "" and (msg.refusal or msg.tool_calls) then msg.content = nil end
     res.choices[i] = { index = ch.index or (i - 1), finish_reason = ch.finish_reason,
       reasoning = ch.reasoning, message = msg }
   end
