@@ -42,17 +42,45 @@ static long hex4(const unsigned char *p) {
 }
 
 /* Bytes a string scan must stop at: the closing quote, an escape, and NUL (rejected inside
- * strings, as lua-cjson does). Other control characters pass, as in lua-cjson. */
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
-    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-#define JSCAN_SWAR 1
-#if defined(__SSE2__)
+ * strings, as lua-cjson does). Other control characters pass, as in lua-cjson.
+ * find_special returns the first such byte at or after p, or e: 16 bytes at a time with
+ * SSE2, 8 with plain 64-bit arithmetic elsewhere, then byte by byte for the tail. */
+#if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
 #include <emmintrin.h>
-#define JSCAN_SSE2 1
-#endif
+static inline const unsigned char *find_special(const unsigned char *p, const unsigned char *e) {
+  const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), z = _mm_setzero_si128();
+  while (e - p >= 16) {
+    __m128i w = _mm_loadu_si128((const __m128i *)(const void *)p);
+    unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(w, q), _mm_cmpeq_epi8(w, b)), _mm_cmpeq_epi8(w, z)));
+    if (m) return p + __builtin_ctz(m);
+    p += 16;
+  }
+  while (p < e && *p != '"' && *p != '\\' && *p != 0) p++;
+  return p;
+}
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 static inline uint64_t zero_bytes(uint64_t v) {
   /* exact in its lowest set bit, which is all we use */
   return (v - 0x0101010101010101ULL) & ~v & 0x8080808080808080ULL;
+}
+static inline const unsigned char *find_special(const unsigned char *p, const unsigned char *e) {
+  while (e - p >= 8) {
+    uint64_t w, hit;
+    memcpy(&w, p, 8);
+    hit = zero_bytes(w ^ 0x2222222222222222ULL) | zero_bytes(w ^ 0x5c5c5c5c5c5c5c5cULL) |
+          zero_bytes(w);
+    if (hit) return p + ((unsigned)__builtin_ctzll(hit) >> 3);
+    p += 8;
+  }
+  while (p < e && *p != '"' && *p != '\\' && *p != 0) p++;
+  return p;
+}
+#else
+static const unsigned char *find_special(const unsigned char *p, const unsigned char *e) {
+  while (p < e && *p != '"' && *p != '\\' && *p != 0) p++;
+  return p;
 }
 #endif
 
@@ -63,32 +91,7 @@ static int scan_string(jscan *s, jspan *v) {
   const unsigned char *start = p;
   int esc = 0;
   for (;;) {
-#ifdef JSCAN_SSE2
-    {
-      const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), z = _mm_setzero_si128();
-      while (e - p >= 16) {
-        __m128i w = _mm_loadu_si128((const __m128i *)(const void *)p);
-        unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(
-            _mm_or_si128(_mm_cmpeq_epi8(w, q), _mm_cmpeq_epi8(w, b)), _mm_cmpeq_epi8(w, z)));
-        if (m) { p += __builtin_ctz(m); goto special; }
-        p += 16;
-      }
-    }
-#endif
-#ifdef JSCAN_SWAR
-    while (e - p >= 8) {
-      uint64_t w, hit;
-      memcpy(&w, p, 8);
-      hit = zero_bytes(w ^ 0x2222222222222222ULL) | zero_bytes(w ^ 0x5c5c5c5c5c5c5c5cULL) |
-            zero_bytes(w);
-      if (hit) { p += (unsigned)__builtin_ctzll(hit) >> 3; break; }
-      p += 8;
-    }
-#endif
-    while (p < e && *p != '"' && *p != '\\' && *p != 0) p++;
-#ifdef JSCAN_SSE2
-  special:
-#endif
+    p = find_special(p, e);
     if (p >= e) return fail(s, (const char *)start - 1, "unterminated string");
     if (*p == '"') break;
     if (*p == 0) return fail(s, (const char *)p, "NUL byte inside a string");
