@@ -335,6 +335,30 @@ describe("stream assembly", function()
       a:close()
     end)
 
+    -- src/jscan.h documents where we differ from lua-cjson (strict) on purpose
+    it("rejects numbers lua-cjson's strtod lets through (D1)", function()
+      local cj = cjson.new()
+      cj.decode_invalid_numbers(false)
+      for _, n in ipairs({ "1.", "-.5", "1.e5", "0.e1", "-0." }) do
+        local text = '{"created":' .. n .. "}"
+        assert.is_true(pcall(cj.decode, text), n)
+        local d, err = core.stream.assembler():chunk(text)
+        assert.is_nil(d, n)
+        assert.matches("invalid number at character 12", err)
+      end
+    end)
+
+    it("rejects a NUL byte after the value, where lua-cjson stops reading (D2)", function()
+      local d, err = core.stream.assembler():chunk('{"choices":[]}\0{garbage')
+      assert.is_nil(d)
+      assert.matches("trailing garbage after the JSON value at character 15", err)
+    end)
+
+    it("accepts raw control characters in strings, as lua-cjson does", function()
+      local r = run({ '{"choices":[{"delta":{"content":"a\1b\31c\127"}}]}' })
+      assert.equal("a\1b\31c\127", r.choices[1].content)
+    end)
+
     it("enforces the nesting limit of lua-cjson (1000)", function()
       local a = core.stream.assembler()
       assert.truthy(a:chunk(("["):rep(1000) .. ("]"):rep(1000)))

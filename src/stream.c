@@ -544,6 +544,7 @@ int stream_chunk(stream_asm *a, const char *json, size_t len) {
   size_t i;
   int r;
   memset(&t, 0, sizeof t);
+  if (!json) json = ""; /* an empty payload may come as NULL: no arithmetic on NULL */
   a->nsc = a->nscc = 0;
   a->errmsg[0] = '\0';
   jscan_init(&s, json, len);

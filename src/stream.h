@@ -2,7 +2,7 @@
  * Plain C (no Lua): fuzzed and benchmarked alone. The Lua glue is lstream.c.
  *
  * INTERFACE CONTRACT (the request code in core.c/transport.c calls exactly these;
- * the struct layout and everything else is private to stream.c):
+ * the struct layout is shared by stream.c and its Lua glue lstream.c only):
  *
  *   void   stream_init(stream_asm *a);
  *   int    stream_chunk(stream_asm *a, const char *json, size_t len);
@@ -65,6 +65,9 @@
  *     On the target: id, type, function.name are set if still unset (first non-empty
  *     string); function.arguments (a string) is appended. The fragment makes a delta record
  *     when it carries an id, a name or non-empty arguments (its text: the arguments, maybe "").
+ *
+ * After STREAM_ENOMEM the assembler stays consistent (it can be read, fed and freed) but
+ * may hold part of that chunk.
  *
  * Delta records (pending until stream_clear_pending): choice slot, kind, call position,
  * whether the fragment carried id/name, the text (a slice of the choice's accumulated text
