@@ -17,7 +17,6 @@ local cjson = require("cjson")
 
 local cj = cjson.new()
 cj.decode_invalid_numbers(false) -- strict: no NaN/Infinity/hex; depth limit stays 1000
-local NULL = cjson.null
 local floor = math.floor
 local concat = table.concat
 

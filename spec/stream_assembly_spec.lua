@@ -36,7 +36,9 @@ describe("stream assembly", function()
   describe("text deltas", function()
     it("concatenates content, reasoning_content, reasoning and refusal per choice", function()
       local r = run({
-        [[{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1744186429,"model":"gpt-4o","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}]],
+        [[{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1744186429,"model":"gpt-4o",]] ..
+          [["system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":""},]] ..
+          [["logprobs":null,"finish_reason":null}],"usage":null}]],
         chunk{ choices = { delta{ reasoning_content = "Think" } } },
         chunk{ choices = { delta{ reasoning = "ing." } } },
         chunk{ choices = { delta{ content = "Hel" } } },
@@ -180,8 +182,11 @@ describe("stream assembly", function()
 
     it("tolerates chunks without choices or with empty choices (Azure)", function()
       local r = run({
-        [[{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}]],
-        [[{"choices":[{"content_filter_results":{},"delta":{"role":"assistant","content":""},"finish_reason":null,"index":0,"logprobs":null}],"created":1744186429,"id":"chatcmpl-A","model":"gpt-4o-2024-08-06","object":"chat.completion.chunk","system_fingerprint":"fp_x"}]],
+        [[{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":]] ..
+          [=[[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}]=],
+        [[{"choices":[{"content_filter_results":{},"delta":{"role":"assistant","content":""},"finish_reason":null,]] ..
+          [["index":0,"logprobs":null}],"created":1744186429,"id":"chatcmpl-A","model":"gpt-4o-2024-08-06",]] ..
+          [["object":"chat.completion.chunk","system_fingerprint":"fp_x"}]],
         [[{"object":"chat.completion.chunk"}]],
         [[{"choices":[{"delta":{"content":"ok"},"index":0}],"created":1744186430,"id":"chatcmpl-B","model":"other"}]],
       })
@@ -270,7 +275,8 @@ describe("stream assembly", function()
   describe("robustness", function()
     it("ignores unknown fields anywhere", function()
       local r = run({
-        [=[{"zz":{"a":[1,2,{"b":"c"}]},"choices":[{"q":[[]],"index":0,"delta":{"content":"x","audio":{"id":"a"},"annotations":[]},"logprobs":{"content":[]},"native_finish_reason":"STOP"}],"provider":"p"}]=],
+        [=[{"zz":{"a":[1,2,{"b":"c"}]},"choices":[{"q":[[]],"index":0,"delta":{"content":"x","audio":{"id":"a"},]=] ..
+          [=["annotations":[]},"logprobs":{"content":[]},"native_finish_reason":"STOP"}],"provider":"p"}]=],
       })
       assert.equal("x", r.choices[1].content)
     end)
@@ -302,7 +308,8 @@ describe("stream assembly", function()
     it("lets the last of duplicate keys win, at every level", function()
       local r = run({
         [[{"model":"a","model":"b","choices":[{"delta":{"content":"no"}}],"choices":[{"index":0,"delta":{"content":"1","content":"2"},"delta":{"content":"3"}}]}]],
-        [[{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"t","function":{"name":"x"}}],"tool_calls":[{"index":1,"id":"u","function":{"name":"y"},"function":{"name":"z"}}]}}]}]],
+        [[{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"t","function":{"name":"x"}}],]] ..
+          [["tool_calls":[{"index":1,"id":"u","function":{"name":"y"},"function":{"name":"z"}}]}}]}]],
         [[{"x_groq":{"usage":{"a":1}},"x_groq":{}}]],
       })
       assert.equal("b", r.model)
@@ -392,7 +399,8 @@ describe("stream assembly", function()
     it("reports each delta with choice, kind, tool, id, name and the raw chunk", function()
       local c1 = [[{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}]]
       local c2 = [[{"choices":[{"index":0,"delta":{"reasoning_content":"hm","content":"Hi"}},{"index":1,"delta":{"refusal":"No"}}]}]]
-      local c3 = [[{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"f","arguments":""}},{"index":1,"id":"d","function":{"name":"g","arguments":"{"}}]}}]}]]
+      local c3 = [[{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","type":"function",]] ..
+        [["function":{"name":"f","arguments":""}},{"index":1,"id":"d","function":{"name":"g","arguments":"{"}}]}}]}]]
       local c4 = [[{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"}"}},{"index":0,"function":{"arguments":""}}]}}]}]]
       local _, ev = run({ c1, c2, c3, c4 })
       local got = {}
