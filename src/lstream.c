@@ -29,7 +29,7 @@ int lstream_push_event(lua_State *L, const stream_asm *a, size_t i, int mt_idx) 
   const stream_choice *c = &a->choices[d->choice];
   if (mt_idx) mt_idx = lua_absindex(L, mt_idx);
   lua_pushlstring(L, stream_delta_text(a, d), d->len);
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, d->kind == STREAM_TOOL_CALL ? 6 : 3);
   lua_pushinteger(L, (lua_Integer)c->index + 1);
   lua_setfield(L, -2, "choice");
   lua_pushstring(L, kind_names[d->kind]);
