@@ -611,6 +611,8 @@ LLMCHAT_EXPORT int luaopen_llmchat_core(lua_State *L) {
 
   lua_pushcfunction(L, ljson_encode);
   lua_setfield(L, -2, "json_encode");
+  lua_pushcfunction(L, ljson_normalize);
+  lua_setfield(L, -2, "json_normalize");
   lua_pushcfunction(L, lb64_encode);
   lua_setfield(L, -2, "base64");
   llmchat_open_sse(L);

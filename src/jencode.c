@@ -313,3 +313,52 @@ int ljson_encode(lua_State *L) {
   jbuf_release(e.outp);
   return 1;
 }
+
+/* What a decoded response becomes before a user sees it: JSON nulls dropped
+ * from objects (nil is what Lua code expects: `if res.refusal then`), kept in
+ * arrays (a hole would change the length); on 5.3+ whole floats in integer
+ * range become integers (lua-cjson 2.1.0 decodes every number as a float,
+ * token counts are integers). In C: it runs on every response. */
+static void normalize(lua_State *L, int idx, int depth) {
+  lua_Integer n;
+  if (depth > JENC_MAX_DEPTH) return;
+  luaL_checkstack(L, 4, "JSON nesting");
+  n = (lua_Integer)lua_rawlen(L, idx);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int t = lua_type(L, -1);
+    if (t == LUA_TTABLE) {
+      normalize(L, lua_gettop(L), depth + 1);
+    } else if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
+      int in_array = 0;
+      if (lua_type(L, -2) == LUA_TNUMBER) {
+        lua_Number k = lua_tonumber(L, -2);
+        in_array = k >= 1 && k <= (lua_Number)n && k == floor(k);
+      }
+      if (!in_array) {
+        lua_pushvalue(L, -2);
+        lua_pushnil(L);
+        lua_rawset(L, idx);  /* clearing a field during traversal is allowed */
+      }
+    }
+#if LUA_VERSION_NUM >= 503
+    else if (t == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+      lua_Number d = lua_tonumber(L, -1);
+      if (d == floor(d) && d >= -9007199254740992.0 && d <= 9007199254740992.0) {
+        lua_pushvalue(L, -2);
+        lua_pushinteger(L, (lua_Integer)d);
+        lua_rawset(L, idx);  /* assigning an existing field is allowed too */
+      }
+    }
+#endif
+    lua_pop(L, 1);
+  }
+}
+
+/* normalize(value) -> value (tables changed in place) */
+int ljson_normalize(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  if (lua_istable(L, 1)) normalize(L, 1, 0);
+  return 1;
+}

@@ -54,32 +54,10 @@ function M.encode(v)
   return core.json_encode(v, config)
 end
 
-local tointeger = math.tointeger
-local null = cjson_mod.null
-
 -- Drops nulls from objects (nil is what a Lua user expects), keeps them in
 -- arrays as json.null (a hole would change the length), and turns integral
--- floats into integers on Lua 5.3+.
-local function normalize(v)
-  if type(v) == "table" then
-    local n = #v
-    if n > 0 then
-      for i = 1, n do
-        local x = v[i]
-        if type(x) == "table" then normalize(x)
-        elseif tointeger and type(x) == "number" then v[i] = tointeger(x) or x end
-      end
-    end
-    for k, x in pairs(v) do
-      if type(k) ~= "number" or k > n or k < 1 then
-        if x == null then v[k] = nil
-        elseif type(x) == "table" then normalize(x)
-        elseif tointeger and type(x) == "number" then v[k] = tointeger(x) or x end
-      end
-    end
-  end
-  return v
-end
+-- floats into integers on Lua 5.3+. Done in C (src/jencode.c).
+local normalize = core.json_normalize
 M.normalize = normalize
 
 --- Decodes JSON text. Returns the value, or nil and a message. Normalised
