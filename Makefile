@@ -66,20 +66,22 @@ compat:
 	cd build/lua5.1 && lua5.1 -e 'package.path="../../lua/?.lua;../../lua/?/init.lua;"..package.path; local l=require"llmchat"; print("lua5.1:", l._VERSION)'
 	cd build/luajit && luajit -e 'package.path="../../lua/?.lua;../../lua/?/init.lua;"..package.path; local l=require"llmchat"; print("luajit:", l._VERSION)'
 
-# AddressSanitizer + UBSan over the whole suite
+# AddressSanitizer + UBSan over the whole suite (a separate build: the
+# normal llmchat/core.so is left alone)
+ASAN_DIR := build/asan
 asan:
-	$(MAKE) clean
-	$(MAKE) OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" EXTRA_LDFLAGS="-fsanitize=address,undefined"
-	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	$(MAKE) BUILD=$(ASAN_DIR)/obj MODULE=$(ASAN_DIR)/llmchat/core.so \
+	  OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	  $(BUSTED) $(BUSTED_ARGS)
-	$(MAKE) clean
-	$(MAKE)
+	  $(BUSTED) --cpath="$(ASAN_DIR)/?.so" $(BUSTED_ARGS)
 
 # valgrind over the whole suite (slow)
 valgrind: all
 	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-	  --suppressions=.ci/valgrind.supp $(LUA) /usr/bin/busted $(BUSTED_ARGS)
+	  --show-leak-kinds=definite --trace-children=no \
+	  $(LUA) /usr/bin/busted $(BUSTED_ARGS)
 
 # installs the rock into a private tree, as a user would (no network)
 rock:
