@@ -153,7 +153,7 @@ describe("non-blocking calls", function()
       -- no new TCP connection for the later waves (the stats request itself uses its own)
       assert.truthy(after - before <= 1, ("%d new connections"):format(after - before))
       local n1 = 0
-      for id in pairs(first) do n1 = n1 + 1 end
+      for _ in pairs(first) do n1 = n1 + 1 end
       assert.truthy(n1 >= 2, "first wave ran on " .. n1 .. " connection(s)")
       for id in pairs(second) do assert.is_true(first[id], "new connection " .. id) end
       for id in pairs(third) do assert.is_true(first[id], "new connection " .. id) end
