@@ -214,6 +214,7 @@ static int r_start(lua_State *L) {
 static int r_cancel(lua_State *L) {
   lrequest *lr = check_req(L, 1);
   if (lr->r.state == REQ_RUNNING) engine_cancel(&lr->r);
+  else if (lr->r.completion_due) lr->r.reason = REASON_CANCELLED;  /* ended, not yet delivered */
   return 0;
 }
 
@@ -456,6 +457,7 @@ static int l_drive(lua_State *L) {
   if (!only && !none && e->dispatching)
     return luaL_error(L, "llmchat.poll: cannot poll from inside a callback that poll fired");
   if (wait < 0) wait = 0;
+  if (!only && !none && e->ready_head) wait = 0;  /* events are waiting for a poll */
   wait_ms = wait > 86400 ? 86400000 : (int)ceil(wait * 1000.0);
   engine_drive(e, wait_ms);
   lua_settop(L, 2);
@@ -479,7 +481,8 @@ static int l_inflight(lua_State *L) {
 
 /* seconds until libcurl wants to be driven again, nil when it has no timer */
 static int l_timeout(lua_State *L) {
-  long t = engine_timeout_ms(get_engine(L));
+  engine *e = get_engine(L);
+  long t = e->ready_head ? 0 : engine_timeout_ms(e);  /* undelivered events: now */
   if (t < 0) lua_pushnil(L);
   else lua_pushnumber(L, (lua_Number)t / 1000.0);
   return 1;

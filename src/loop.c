@@ -256,10 +256,13 @@ static void collect(engine *e) {
   }
 }
 
+/* when the engine wants to be driven again: libcurl's timer, or the next
+ * idle-timeout check, whichever is first; -1 when neither is set */
 long engine_timeout_ms(const engine *e) {
-  long long d;
-  if (e->deadline_ms < 0) return -1;
-  d = e->deadline_ms - engine_now_ms();
+  long long due = e->deadline_ms, d;
+  if (e->next_idle_check && (due < 0 || e->next_idle_check < due)) due = e->next_idle_check;
+  if (due < 0) return -1;
+  d = due - engine_now_ms();
   return d < 0 ? 0 : (long)d;
 }
 

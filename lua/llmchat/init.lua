@@ -31,10 +31,7 @@ M.sleep = loop.sleep
 -- and the seconds until llmchat wants a poll anyway.
 M.fd = core.fd
 M.fds = core.fds
-function M.timeout()
-  local t = core.timeout()
-  return t
-end
+M.timeout = loop.timeout
 
 --- true when v is an llmchat error
 M.is_error = errors.is

@@ -180,6 +180,17 @@ end
 ---------------------------------------------------------------------------
 -- polling
 
+--- Seconds until llmchat wants llmchat.poll to run again (libcurl's timer,
+-- idle checks, retry and sleep timers, ready coroutines); nil when nothing
+-- is scheduled. A host loop sleeps at most this long between polls.
+function M.timeout()
+  if #ready > 0 then return 0 end
+  local t = core.timeout()
+  local nt = next_delay()
+  if nt and (not t or nt < t) then t = nt end
+  return t
+end
+
 local in_poll = false
 
 --- Advances every request in flight; fires callbacks and due timers; resumes
