@@ -10,9 +10,10 @@ for i = 1, 8 do
     mock = { chunk_delay = 0.01 }, on_delta = function() end }
 end
 -- fire-and-forget ones, no handle kept
-for i = 1, 4 do c:start{ messages = { { role = "user", content = "x" } }, mock = { delay = 2 } } end
+for _ = 1, 4 do c:start{ messages = { { role = "user", content = "x" } }, mock = { delay = 2 } } end
 local t0 = llmchat.core.now()
 while llmchat.core.now() - t0 < 0.3 do llmchat.poll(0.01) end
 collectgarbage(); collectgarbage()
 print("closing with", llmchat.poll(0), "in flight")
+assert(#reqs == 8 and not reqs[1].done)
 -- lua.c closes the state on return: every request is still in flight
