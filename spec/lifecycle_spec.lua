@@ -55,4 +55,25 @@ describe("lifecycle", function()
     collectgarbage()
     assert.equal(0, llmchat.poll(0))
   end)
+
+  it("pauses a stream whose consumer lags: the iterator's queue stays bounded", function()
+    local c = llmchat.client{ base_url = srv.url }
+    collectgarbage()
+    collectgarbage()
+    local base, peak, n, text = collectgarbage("count"), 0, 0, 0
+    for ev in c:stream{ messages = { { role = "user", content = "x" } },
+      mock = { long_stream = 100000, chunk_size = 4 } } do
+      n = n + 1
+      if ev.delta then text = text + #ev.delta end
+      if n % 5000 == 0 then
+        local kb = collectgarbage("count") - base
+        if kb > peak then peak = kb end
+      end
+      if ev.kind == "done" then assert.equal(400000, #ev.result.content) end
+    end
+    assert.equal(400000, text)
+    -- ~400 KB of assembled text is the only thing that must grow; without flow
+    -- control the queue grew past 10 MB on this stream
+    assert.truthy(peak < 4 * 1024, ("Lua heap grew %.0f KB"):format(peak))
+  end)
 end)

@@ -423,6 +423,12 @@ static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
     }
   }
   stream_clear_pending(&r->as);
+  if (r->paused && r->state == REQ_RUNNING) {
+    /* Lua took the deltas: let libcurl go on (it may deliver at once) */
+    r->paused = 0;
+    r->last_rx_ms = engine_now_ms();
+    curl_easy_pause(r->easy, CURLPAUSE_CONT);
+  }
   if (r->completion_due) {
     r->completion_due = 0;
     if (r->in_ready) engine_pop_ready(e, r);
@@ -464,6 +470,7 @@ static int l_drive(lua_State *L) {
   lua_pushnil(L);
   err_slot = lua_gettop(L);
   e->dispatching++;
+  e->gen++;  /* what the dispatch below makes ready waits for the next poll */
   while (!none && (r = engine_pop_ready(e, only)) != NULL) {
     dispatch(L, e, r, err_slot);
     if (only) break;

@@ -28,6 +28,7 @@ void engine_mark_ready(request *r) {
   engine *e = r->eng;
   if (r->in_ready || !e) return;
   r->in_ready = 1;
+  r->ready_gen = e->gen;
   r->ready_next = NULL;
   if (e->ready_tail) e->ready_tail->ready_next = r;
   else e->ready_head = r;
@@ -59,7 +60,8 @@ request *engine_pop_ready(engine *e, request *only) {
     return only;
   }
   r = e->ready_head;
-  if (!r) return NULL;
+  /* made ready by this very dispatch (an unpause): it waits for the next poll */
+  if (!r || r->ready_gen == e->gen) return NULL;
   e->ready_head = r->ready_next;
   if (!e->ready_head) e->ready_tail = NULL;
   r->in_ready = 0;
@@ -280,7 +282,7 @@ static void check_idle(engine *e) {
   if (!e->next_idle_check || now < e->next_idle_check) return;
   while (r) {
     request *nx = r->next;
-    if (r->idle_ms && r->state == REQ_RUNNING) {
+    if (r->idle_ms && r->state == REQ_RUNNING && !r->paused) {  /* paused: the bytes are here */
       long long due = r->last_rx_ms + r->idle_ms;
       if (now >= due) {
         r->reason = REASON_IDLE;

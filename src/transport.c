@@ -49,6 +49,11 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   if (!r->mode_decided) decide_mode(r);
   if (r->sse_mode) {
     int rc;
+    if (stream_pending(&r->as) >= MAX_PENDING_DELTAS) {
+      /* nothing consumed: libcurl delivers these bytes again after the unpause */
+      r->paused = 1;
+      return CURL_WRITEFUNC_PAUSE;
+    }
     size_t before = stream_pending(&r->as);
     r->stream_bytes += n;
     rc = sse_feed(&r->sse, ptr, n);
@@ -161,6 +166,7 @@ void request_reset_response(request *r) {
   r->errbuf[0] = '\0';
   r->msg[0] = '\0';
   r->completion_due = 0;
+  r->paused = 0;
   sse_free(&r->sse);
   sse_init(&r->sse, r->max_line, on_sse_event, r);
   stream_free(&r->as);

@@ -13,6 +13,11 @@
 #include "sse.h"
 #include "stream.h"
 
+/* Flow control: a stream whose undelivered deltas reach this many is paused
+ * (libcurl keeps the bytes) until Lua has taken them. Memory stays bounded
+ * however fast the server and however slow the consumer. */
+#define MAX_PENDING_DELTAS 512
+
 /* why a transfer ended, beyond libcurl's own result code */
 typedef enum req_reason {
   REASON_NONE = 0,   /* libcurl finished; see code */
@@ -63,6 +68,8 @@ typedef struct request {
   struct request *next, *prev;  /* requests added to the engine */
   struct request *ready_next;   /* requests with something to dispatch */
   int in_ready;
+  unsigned ready_gen;           /* the engine's dispatch generation when it became ready */
+  int paused;                   /* libcurl holds the rest until Lua took the pending deltas */
   int completion_due;           /* done, completion not yet dispatched */
 } request;
 
@@ -83,6 +90,8 @@ struct engine {
   int nsocks;
   int dispatching;              /* Lua callbacks fired by poll are running */
   long long next_idle_check;    /* when to look for idle transfers again */
+  unsigned gen;                 /* dispatch generation: a poll dispatches what was ready
+                                   when it began, not what its own dispatch made ready */
   int closed;
   CURL *pool[32];               /* easy handles kept for reuse (reset, not re-created) */
   int npool;
