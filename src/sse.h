@@ -29,6 +29,14 @@ enum { SSE_OK = 0, SSE_STOP = 1, SSE_ELINE = 2, SSE_ENOMEM = 3 };
 
 #define SSE_DEFAULT_MAX_LINE ((size_t)16 * 1024 * 1024)
 
+/* Hidden even in builds without -fvisibility=hidden (e.g. a LuaRocks builtin build):
+ * only luaopen_llmchat_core leaves the module. */
+#if defined(__GNUC__) || defined(__clang__)
+#define SSE_API __attribute__((visibility("hidden")))
+#else
+#define SSE_API
+#endif
+
 typedef struct sse_event {
   const char *type; size_t type_len; /* "message" when the block had no event field */
   const char *data; size_t data_len; /* data lines joined by "\n" */
@@ -66,7 +74,7 @@ typedef struct sse_parser {
 } sse_parser;
 
 /* max_line 0 means SSE_DEFAULT_MAX_LINE. Allocates nothing. */
-void sse_init(sse_parser *p, size_t max_line, sse_event_fn fn, void *ud);
+SSE_API void sse_init(sse_parser *p, size_t max_line, sse_event_fn fn, void *ud);
 
 /* Parses len bytes; calls fn for each complete event. Returns SSE_OK, SSE_STOP (fn returned
  * nonzero), SSE_ELINE or SSE_ENOMEM.
@@ -74,19 +82,19 @@ void sse_init(sse_parser *p, size_t max_line, sse_event_fn fn, void *ud);
  * dispatched the stopping event: sse_consumed() tells how many bytes of buf were taken,
  * and feeding buf + sse_consumed(p) later resumes exactly as if no stop had happened.
  * A caller that abandons the parser after a stop need do nothing but sse_free. */
-int  sse_feed(sse_parser *p, const char *buf, size_t len);
+SSE_API int  sse_feed(sse_parser *p, const char *buf, size_t len);
 
 /* Bytes of the last sse_feed's buffer that were consumed: len after SSE_OK, the offset just
  * past the dispatching blank line after SSE_STOP, 0 after an error. */
-size_t sse_consumed(const sse_parser *p);
+SSE_API size_t sse_consumed(const sse_parser *p);
 
 /* End of input: an undispatched block and an unterminated last line are discarded. The
  * parser is then at the start of a new stream (a BOM may follow); the last event ID and the
  * retry value are kept, as EventSource keeps them across reconnections. Returns SSE_OK or
  * the sticky error. Never calls fn. */
-int  sse_finish(sse_parser *p);
+SSE_API int  sse_finish(sse_parser *p);
 
-void sse_free(sse_parser *p);    /* releases buffers; sse_init may be called again */
-const char *sse_strerror(int code);
+SSE_API void sse_free(sse_parser *p);    /* releases buffers; sse_init may be called again */
+SSE_API const char *sse_strerror(int code);
 
 #endif
