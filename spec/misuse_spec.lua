@@ -42,7 +42,7 @@ describe("misuse", function()
     end)
     each(function(a) return llmchat.json.decode(a) end)
     each(function(a) return llmchat.spawn(a) end)
-    assert.equal(0, llmchat.poll(0) - llmchat.poll(0))
+    assert.is_number(llmchat.poll(0))
   end)
 
   it("client and request methods", function()
@@ -58,7 +58,8 @@ describe("misuse", function()
     each(function(a, b) return r.handlers(r, a, b) end)
     r:close()
     each(function(a) return r:body(a) end)   -- closed: raises, never crashes
-    while llmchat.poll(0.01) > 0 do end
+    -- (other spec files may leave requests of their own in flight: poll a little, not to zero)
+    for _ = 1, 10 do llmchat.poll(0.01) end
   end)
 
   it("the SSE parser and the assembler", function()
