@@ -87,8 +87,17 @@ static int has_crlf(const char *s, size_t n) {
   return memchr(s, '\r', n) != NULL || memchr(s, '\n', n) != NULL || memchr(s, '\0', n) != NULL;
 }
 
+/* seconds as milliseconds for libcurl, clamped: a huge value means "no limit
+ * worth the name", never an overflowing conversion */
+static long to_ms(double seconds) {
+  if (!(seconds > 0)) return 0;
+  if (seconds > 1e6) return 1000000000L;  /* ~11.5 days */
+  return (long)ceil(seconds * 1000.0);
+}
+
 static void set_timeout(CURL *easy, CURLoption opt, double seconds) {
-  if (seconds > 0) curl_easy_setopt(easy, opt, (long)ceil(seconds * 1000.0));
+  long ms = to_ms(seconds);
+  if (ms > 0) curl_easy_setopt(easy, opt, ms);
 }
 
 /* core.request{ url=, method=, headers={"Name: value"}, body=, stream=,
@@ -172,7 +181,7 @@ static int l_request(lua_State *L) {
   set_timeout(easy, CURLOPT_TIMEOUT_MS, opt_number(L, 1, "timeout", 0));
   set_timeout(easy, CURLOPT_CONNECTTIMEOUT_MS, opt_number(L, 1, "connect_timeout", 0));
   v = opt_number(L, 1, "idle_timeout", 0);
-  if (v > 0) r->idle_ms = (long)ceil(v * 1000.0);
+  r->idle_ms = to_ms(v);
   s = opt_string(L, 1, "proxy", &len);
   if (s) {
     if (has_crlf(s, len)) return luaL_argerror(L, 1, "'proxy' contains CR or LF");
@@ -187,9 +196,9 @@ static int l_request(lua_State *L) {
   }
   lua_pop(L, 1);
   v = opt_number(L, 1, "max_response_size", 0);
-  if (v > 0) r->max_body = (size_t)v;
+  if (v >= 1) r->max_body = v >= 1e15 ? (size_t)1e15 : (size_t)v;
   v = opt_number(L, 1, "max_line", 0);
-  if (v > 0) r->max_line = (size_t)v;
+  if (v >= 1) r->max_line = v >= 1e15 ? (size_t)1e15 : (size_t)v;
   lua_getfield(L, 1, "accept_encoding");
   if (lua_toboolean(L, -1)) curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
   lua_pop(L, 1);
@@ -462,7 +471,7 @@ static int l_drive(lua_State *L) {
   else if (!lua_isnoneornil(L, 2)) only = &check_req(L, 2)->r;
   if (!only && !none && e->dispatching)
     return luaL_error(L, "llmchat.poll: cannot poll from inside a callback that poll fired");
-  if (wait < 0) wait = 0;
+  if (!(wait >= 0)) wait = 0;  /* negative or NaN: do not wait (NaN would wait forever) */
   if (!only && !none && e->ready_head) wait = 0;  /* events are waiting for a poll */
   wait_ms = wait > 86400 ? 86400000 : (int)ceil(wait * 1000.0);
   engine_drive(e, wait_ms);

@@ -196,7 +196,7 @@ local in_poll = false
 --- Advances every request in flight; fires callbacks and due timers; resumes
 -- coroutines. Returns how many calls and coroutines are still going.
 function M.poll(timeout)
-  if timeout ~= nil and type(timeout) ~= "number" then
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
     error("llmchat.poll: timeout must be a number of seconds", 2)
   end
   if in_poll or core.dispatching() then
