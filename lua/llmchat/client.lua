@@ -552,9 +552,10 @@ function Client:map(list, opts)
   local n = #list
   local results, left, nexti, inflight = {}, n, 1, 0
   local pause_until = 0
+  local call_cap = self.max_retry_after  -- a batch never pauses longer than a retry would wait
   local batch = {}
   function batch.slow_down(secs)
-    local d = secs or 1
+    local d = math.min(secs or 1, call_cap)
     local t = core.now() + d
     if t > pause_until then pause_until = t end
   end

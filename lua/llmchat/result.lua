@@ -101,12 +101,13 @@ end
 --- Seconds to wait from retry-after-ms / Retry-After (seconds or HTTP date).
 function M.retry_after(headers)
   if not headers then return nil end
+  -- finite and sane only: "inf" or "nan" from a server must not stall a batch
   local ms = tonumber(headers["retry-after-ms"])
-  if ms and ms >= 0 then return ms / 1000 end
+  if ms and ms >= 0 and ms < 1e12 then return ms / 1000 end
   local ra = headers["retry-after"]
   if not ra then return nil end
   local secs = tonumber(ra)
-  if secs then return secs >= 0 and secs or nil end
+  if secs then return (secs >= 0 and secs < 1e9) and secs or nil end
   -- IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
   local d, mon, y, h, mi, s = ra:match("%a+,%s+(%d+)%s+(%a+)%s+(%d+)%s+(%d+):(%d+):(%d+)")
   if not d then return nil end
