@@ -151,6 +151,29 @@ describe("client:chat", function()
   end)
 end)
 
+describe("client:models", function()
+  local srv
+  setup(function() srv = server.start() end)
+  teardown(function() srv.stop() end)
+
+  it("lists the models, and maps errors like chat", function()
+    local c = llmchat.client{ base_url = srv.url, api_key = "sk-models", max_retries = 0 }
+    local res, err = c:models()
+    assert.is_nil(err)
+    assert.equal("list", res.object)
+    assert.truthy(#res.data > 0 and res.data[1].id)
+    assert.equal(200, res.status)
+    local cc = llmchat.client{ base_url = srv.url, api_key = "sk-models", max_retries = 0,
+      headers = { ["x-mock"] = '{"status":401,"error":{"message":"bad key"}}' } }
+    res, err = cc:models()
+    assert.is_nil(res)
+    assert.equal("auth", err.kind)
+    local dead = llmchat.client{ base_url = "http://127.0.0.1:1/v1", max_retries = 0 }
+    res, err = dead:models()
+    assert.equal("network", err.kind)
+  end)
+end)
+
 describe("keep-alive", function()
   local srv
   setup(function() srv = server.start() end)

@@ -181,30 +181,32 @@ local function kind_for_curl(code)
   return "network"
 end
 
--- The outcome of one attempt: res, or nil and err.
-local function outcome(call)
+-- The error of an attempt that did not end in a 2xx response (cancelled,
+-- timed out, cut off, refused, an HTTP error status); else nil, status, headers.
+-- Shared by every endpoint.
+local function transfer_error(call)
   local req = call.req
   local secret = secrets[call.client]
   local reason, code, msg = req:outcome()
   if reason == "cancelled" then
-    return nil, errors.new({ kind = "cancelled", message = "cancelled by the caller",
+    return errors.new({ kind = "cancelled", message = "cancelled by the caller",
       partial = partial_of(call) }, secret)
   end
   local status = req:status()
   local headers = req:headers()
   if reason == "idle" then
-    return nil, errors.new({ kind = "timeout", timeout = "idle", status = status ~= 0 and status or nil,
+    return errors.new({ kind = "timeout", timeout = "idle", status = status ~= 0 and status or nil,
       message = ("no data received for %g s (idle_timeout)"):format(call.idle_timeout),
       headers = status ~= 0 and headers or nil, partial = partial_of(call) }, secret)
   end
   if reason ~= "ok" then
     local message
     if reason == "too_large" then
-      message = ("response body exceeds max_response_size (%d bytes)"):format(call.client.max_response_size)
+      message = ("response body exceeds max_response_size (%d bytes)"):format(call.max_response_size)
     elseif reason == "headers" then message = "response headers exceed 256 KiB"
     elseif reason == "nomem" then message = "out of memory while receiving the response"
     else message = msg end
-    return nil, errors.new({ kind = "protocol", status = status, message = message,
+    return errors.new({ kind = "protocol", status = status, message = message,
       headers = headers, partial = partial_of(call) }, secret)
   end
   if code ~= 0 then
@@ -214,14 +216,22 @@ local function outcome(call)
       what = msg:lower():find("connect", 1, true) and not msg:find("bytes received", 1, true)
         and "connect" or "total"
     end
-    return nil, errors.new({ kind = kind, status = status ~= 0 and status or nil, message = msg,
+    return errors.new({ kind = kind, status = status ~= 0 and status or nil, message = msg,
       curl_code = code, timeout = what, headers = status ~= 0 and headers or nil,
       partial = partial_of(call) }, secret)
   end
   if status < 200 or status >= 300 then
-    return nil, result.http_error(status, headers, req:body(), secret)
+    return result.http_error(status, headers, req:body(), secret)
   end
+  return nil, status, headers
+end
 
+-- The outcome of one attempt: res, or nil and err.
+local function outcome(call)
+  local req = call.req
+  local secret = secrets[call.client]
+  local err, status, headers = transfer_error(call)
+  if err then return nil, err end
   local sse, done_marker, finished, events = req:stream_state()
   local res
   if sse then
@@ -464,6 +474,7 @@ local function new_call(self, spec, params)
     max_retries = params.max_retries or self.max_retries,
     on_done = params.on_done, schema = params.schema, batch = params._batch,
     idle_timeout = spec and spec.idle_timeout,
+    max_response_size = spec and spec.max_response_size or self.max_response_size,
   }, Call)
   loop.call_started()
   return call
@@ -618,13 +629,9 @@ function Client:models()
   call.req:handlers(nil, function()
     if call.done then return end
     local req = call.req
-    local reason, code, msg = req:outcome()
-    local status = req:status()
-    if reason ~= "ok" or code ~= 0 then
-      finish(call, nil, errors.new({ kind = code == 28 and "timeout" or reason == "ok" and "network" or "protocol",
-        message = msg }, secrets[self]))
-    elseif status < 200 or status >= 300 then
-      finish(call, nil, result.http_error(status, req:headers(), req:body(), secrets[self]))
+    local err, status = transfer_error(call)
+    if err then
+      finish(call, nil, err)
     else
       local d, derr = json.decode(req:body())
       if type(d) ~= "table" then
