@@ -149,13 +149,18 @@ int engine_init(engine *e) {
   return 0;
 }
 
-static void detach(engine *e, request *r) {
-  ready_unlink(e, r);
+/* out of the list of requests in flight */
+static void all_unlink(engine *e, request *r) {
   if (r->prev) r->prev->next = r->next;
   else if (e->all == r) e->all = r->next;
   if (r->next) r->next->prev = r->prev;
   r->next = r->prev = NULL;
   e->nreq--;
+}
+
+static void detach(engine *e, request *r) {
+  ready_unlink(e, r);
+  all_unlink(e, r);
 }
 
 void engine_close(engine *e) {
@@ -210,11 +215,7 @@ static void finish(engine *e, request *r, CURLcode code) {
   r->state = REQ_DONE;
   r->completion_due = 1;
   /* stays on the ready list with its engine pointer until dispatched */
-  if (r->prev) r->prev->next = r->next;
-  else if (e->all == r) e->all = r->next;
-  if (r->next) r->next->prev = r->prev;
-  r->next = r->prev = NULL;
-  e->nreq--;
+  all_unlink(e, r);
   engine_mark_ready(r);
 }
 
@@ -301,12 +302,8 @@ int engine_drive(engine *e, int wait_ms) {
   int n, i;
   if (e->closed) return -1;
   t = engine_timeout_ms(e);
+  /* libcurl's timer and the next idle check, both in engine_timeout_ms */
   if (t >= 0 && (wait_ms < 0 || t < wait_ms)) wait_ms = (int)t;
-  if (e->next_idle_check) {
-    long long d = e->next_idle_check - engine_now_ms();
-    if (d < 0) d = 0;
-    if (d < wait_ms) wait_ms = (int)d;
-  }
   if (wait_ms < 0) wait_ms = 0;
 #ifdef LLMCHAT_EPOLL
   {
