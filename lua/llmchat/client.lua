@@ -259,9 +259,9 @@ local function outcome(call)
       local ct = headers["content-type"] or "none"
       local message
       if body:find("^%s*<") then
-        local t = body:match("<[Tt][Ii][Tt][Ll][Ee][^>]*>(.-)</[Tt][Ii][Tt][Ll][Ee]>")
+        local t = result.html_title(body)
         message = ("expected JSON, got an HTML page%s (content-type %s)"):format(
-          t and (" (" .. t:gsub("%s+", " ") .. ")") or "", ct)
+          t and (" (" .. t .. ")") or "", ct)
       elseif body == "" then
         message = "empty response body (content-type " .. ct .. ")"
       else

@@ -86,11 +86,14 @@ function M.from_assembled(a)
   return finish_result(res)
 end
 
+--- The <title> of an HTML page, whitespace folded; nil when it has none.
 local function html_title(body)
   local t = body:match("<[Tt][Ii][Tt][Ll][Ee][^>]*>(.-)</[Tt][Ii][Tt][Ll][Ee]>")
   if t then t = t:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "") end
   return t
 end
+
+M.html_title = html_title
 
 local function snippet(body)
   local s = body:sub(1, 200):gsub("%s+", " ")
