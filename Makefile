@@ -26,8 +26,9 @@ CFLAGS_ALL := -std=c99 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(OPT) $(WARN) $(
 LDFLAGS_ALL := -shared $(EXTRA_LDFLAGS)
 
 BUILD  ?= build/$(LUA)
-SRCS   := $(wildcard src/*.c)
-OBJS   := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS))
+# one translation unit (src/unity.c includes every other src/*.c): see its header
+SRCS   := $(filter-out src/unity.c,$(wildcard src/*.c))
+OBJS   := $(BUILD)/unity.o
 MODULE ?= llmchat/core.so
 
 BUSTED ?= $(LUA) /usr/bin/busted
@@ -36,7 +37,7 @@ BUSTED ?= $(LUA) /usr/bin/busted
 
 all: $(MODULE)
 
-$(BUILD)/%.o: src/%.c $(wildcard src/*.h) Makefile
+$(BUILD)/unity.o: src/unity.c $(SRCS) $(wildcard src/*.h) Makefile
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 

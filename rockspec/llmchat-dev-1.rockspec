@@ -28,10 +28,10 @@ build = {
   type = "builtin",
   modules = {
     ["llmchat.core"] = {
-      sources = {
-        "src/core.c", "src/loop.c", "src/transport.c", "src/sse.c", "src/lsse.c",
-        "src/jscan.c", "src/stream.c", "src/lstream.c", "src/jencode.c", "src/b64.c",
-      },
+      -- one translation unit that includes every src/*.c (see src/unity.c): the hot
+      -- paths inline across files, and only luaopen_llmchat_core is exported even
+      -- under LuaRocks' own CFLAGS
+      sources = { "src/unity.c" },
       defines = { "_GNU_SOURCE" },
       incdirs = { "src", "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },

@@ -6,20 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct buf {
+typedef struct bytebuf {
   char *p;
   size_t len, cap;
-} buf;
+} bytebuf;
 
-static inline void buf_init(buf *b) { b->p = NULL; b->len = b->cap = 0; }
+static inline void buf_init(bytebuf *b) { b->p = NULL; b->len = b->cap = 0; }
 
-static inline void buf_free(buf *b) {
+static inline void buf_free(bytebuf *b) {
   free(b->p);
   buf_init(b);
 }
 
 /* 0 on success, -1 when memory is exhausted (the buffer is left as it was) */
-static inline int buf_reserve(buf *b, size_t extra) {
+static inline int buf_reserve(bytebuf *b, size_t extra) {
   size_t need, cap;
   char *p;
   if (extra <= b->cap - b->len) return 0;
@@ -34,14 +34,14 @@ static inline int buf_reserve(buf *b, size_t extra) {
   return 0;
 }
 
-static inline int buf_add(buf *b, const void *s, size_t n) {
+static inline int buf_add(bytebuf *b, const void *s, size_t n) {
   if (buf_reserve(b, n)) return -1;
   if (n) memcpy(b->p + b->len, s, n);
   b->len += n;
   return 0;
 }
 
-static inline int buf_addc(buf *b, char c) {
+static inline int buf_addc(bytebuf *b, char c) {
   if (b->len == b->cap && buf_reserve(b, 1)) return -1;
   b->p[b->len++] = c;
   return 0;

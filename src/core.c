@@ -14,6 +14,7 @@
 #include "compat.h"
 #include "transport.h"
 #include "jencode.h"
+#include "jdecode.h"
 #include "lsse.h"
 #include "lstream.h"
 #include "b64.h"
@@ -258,7 +259,7 @@ static int r_status(lua_State *L) {
 /* headers as a table with lower-case names; repeated headers joined by ", " */
 static int r_headers(lua_State *L) {
   lrequest *lr = check_req(L, 1);
-  const buf *h = &lr->r.resp_headers;
+  const bytebuf *h = &lr->r.resp_headers;
   size_t i = 0;
   lua_newtable(L);
   while (i < h->len) {
@@ -565,6 +566,7 @@ static const luaL_Reg module_funcs[] = {
   {"request", l_request},   {"drive", l_drive},     {"inflight", l_inflight},
   {"timeout", l_timeout},   {"fd", l_fd},           {"fds", l_fds},
   {"now", l_now},           {"dispatching", l_dispatching},
+  {"json_decode", ljson_decode},
   {NULL, NULL}};
 
 LLMCHAT_EXPORT int luaopen_llmchat_core(lua_State *L);

@@ -18,7 +18,7 @@
 
 typedef struct jenc {
   lua_State *L;
-  buf *outp;       /* lives in a userdata whose __gc frees it, so a raised
+  bytebuf *outp;       /* lives in a userdata whose __gc frees it, so a raised
                       error never leaks the buffer */
   int cfg;          /* stack index of the config table */
   const char *err;  /* data error (invalid UTF-8): returned, not raised */
@@ -275,10 +275,10 @@ static int enc_value(jenc *e, int idx, int depth, const char *key) {
   }
 }
 
-static void jbuf_release(buf *b) { buf_free(b); }
+static void jbuf_release(bytebuf *b) { buf_free(b); }
 
 static int jbuf_gc(lua_State *L) {
-  jbuf_release((buf *)lua_touserdata(L, 1));
+  jbuf_release((bytebuf *)lua_touserdata(L, 1));
   return 0;
 }
 
@@ -296,7 +296,7 @@ int ljson_encode(lua_State *L) {
   e.L = L;
   e.cfg = 2;
   e.err = NULL;
-  e.outp = (buf *)lua_newuserdata(L, sizeof(buf));
+  e.outp = (bytebuf *)lua_newuserdata(L, sizeof(bytebuf));
   buf_init(e.outp);
   if (luaL_newmetatable(L, "llmchat.jsonbuf")) {
     lua_pushcfunction(L, jbuf_gc);

@@ -104,7 +104,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
   return 0;
 }
 
-static int buf_reserve(stream_buf *b, size_t extra) {
+static int sbuf_reserve(stream_buf *b, size_t extra) {
   size_t need, nc;
   char *q;
   if (b->cap - b->len >= extra) return 0;
@@ -125,7 +125,7 @@ static int buf_reserve(stream_buf *b, size_t extra) {
 /* Appends a validated string span, decoded. */
 static int buf_append_str(stream_buf *b, const jspan *v) {
   if (v->n == 0) return 0;
-  if (buf_reserve(b, v->n)) return -1;
+  if (sbuf_reserve(b, v->n)) return -1;
   if (v->esc) {
     b->len += jscan_unescape(v->p, v->n, b->p + b->len);
   } else {
@@ -136,10 +136,10 @@ static int buf_append_str(stream_buf *b, const jspan *v) {
 }
 
 /* Replaces the contents; on failure the old contents stay. */
-static int buf_set(stream_buf *b, const char *p, size_t n) {
+static int sbuf_set(stream_buf *b, const char *p, size_t n) {
   size_t len = b->len;
   b->len = 0;
-  if (buf_reserve(b, n)) { b->len = len; return -1; }
+  if (sbuf_reserve(b, n)) { b->len = len; return -1; }
   if (n) memcpy(b->p, p, n);
   b->len = n;
   return 0;
@@ -148,11 +148,11 @@ static int buf_set(stream_buf *b, const char *p, size_t n) {
 static int buf_set_str(stream_buf *b, const jspan *v) {
   size_t len = b->len;
   b->len = 0;
-  if (buf_reserve(b, v->n)) { b->len = len; return -1; }
+  if (sbuf_reserve(b, v->n)) { b->len = len; return -1; }
   return buf_append_str(b, v);
 }
 
-static void buf_free(stream_buf *b) {
+static void sbuf_free(stream_buf *b) {
   free(b->p);
   b->p = NULL;
   b->len = b->cap = 0;
@@ -168,7 +168,7 @@ static int is_container(const jspan *v) {
 
 static int span_number(stream_asm *a, const jspan *v, double *d) {
   a->tmp.len = 0;
-  if (v->n >= 64 && buf_reserve(&a->tmp, v->n + 1)) return NOMEM;
+  if (v->n >= 64 && sbuf_reserve(&a->tmp, v->n + 1)) return NOMEM;
   *d = jscan_number(v->p, v->n, a->tmp.p);
   return 0;
 }
@@ -383,7 +383,7 @@ static int reserve_records(stream_asm *a, size_t len) {
   if (most == 0) return 0;
   if (grow((void **)&a->pending, &a->cappending, a->npending + most, sizeof *a->pending))
     return NOMEM;
-  if (buf_reserve(&a->raw, len)) return NOMEM;
+  if (sbuf_reserve(&a->raw, len)) return NOMEM;
   return 0;
 }
 
@@ -471,7 +471,7 @@ static int apply_call(apply_ctx *x, unsigned slot, const sc_call *f) {
   }
   call = &c->calls[target];
   c->last_call = target;
-  if (has_id && call->id.len == 0 && buf_set(&call->id, id, idn)) return NOMEM;
+  if (has_id && call->id.len == 0 && sbuf_set(&call->id, id, idn)) return NOMEM;
   if (is_nonempty_str(&f->type) && call->type.len == 0 && buf_set_str(&call->type, &f->type))
     return NOMEM;
   if (has_name && call->name.len == 0 && buf_set_str(&call->name, &f->name)) return NOMEM;
@@ -524,9 +524,9 @@ static int apply_top(stream_asm *a, const sc_top *t) {
       buf_set_str(&a->system_fingerprint, &t->sysfp))
     return NOMEM;
   if (a->created == 0 && t->created == t->created) a->created = t->created;
-  if (u && buf_set(&a->usage, u->p, u->n)) return NOMEM;
-  if (is_container(&t->error) && buf_set(&a->error, t->error.p, t->error.n)) return NOMEM;
-  if (is_str(&t->error) && buf_set(&a->error, t->error.p - 1, t->error.n + 2)) return NOMEM;
+  if (u && sbuf_set(&a->usage, u->p, u->n)) return NOMEM;
+  if (is_container(&t->error) && sbuf_set(&a->error, t->error.p, t->error.n)) return NOMEM;
+  if (is_str(&t->error) && sbuf_set(&a->error, t->error.p - 1, t->error.n + 2)) return NOMEM;
   return 0;
 }
 
@@ -580,7 +580,7 @@ void stream_clear_pending(stream_asm *a) {
   a->npending = 0;
   a->raw.len = 0;
   /* after a burst of huge chunks, give the memory back: streaming memory stays flat */
-  if (a->raw.cap > ((size_t)1 << 20)) buf_free(&a->raw);
+  if (a->raw.cap > ((size_t)1 << 20)) sbuf_free(&a->raw);
   if (a->cappending > 65536) {
     free(a->pending);
     a->pending = NULL;
@@ -619,27 +619,27 @@ void stream_free(stream_asm *a) {
   size_t i, j;
   for (i = 0; i < a->nchoices; i++) {
     stream_choice *c = &a->choices[i];
-    buf_free(&c->content);
-    buf_free(&c->reasoning);
-    buf_free(&c->refusal);
-    buf_free(&c->finish_reason);
-    buf_free(&c->role);
+    sbuf_free(&c->content);
+    sbuf_free(&c->reasoning);
+    sbuf_free(&c->refusal);
+    sbuf_free(&c->finish_reason);
+    sbuf_free(&c->role);
     for (j = 0; j < c->ncalls; j++) {
-      buf_free(&c->calls[j].id);
-      buf_free(&c->calls[j].type);
-      buf_free(&c->calls[j].name);
-      buf_free(&c->calls[j].args);
+      sbuf_free(&c->calls[j].id);
+      sbuf_free(&c->calls[j].type);
+      sbuf_free(&c->calls[j].name);
+      sbuf_free(&c->calls[j].args);
     }
     free(c->calls);
   }
   free(a->choices);
-  buf_free(&a->id);
-  buf_free(&a->model);
-  buf_free(&a->system_fingerprint);
-  buf_free(&a->usage);
-  buf_free(&a->error);
-  buf_free(&a->raw);
-  buf_free(&a->tmp);
+  sbuf_free(&a->id);
+  sbuf_free(&a->model);
+  sbuf_free(&a->system_fingerprint);
+  sbuf_free(&a->usage);
+  sbuf_free(&a->error);
+  sbuf_free(&a->raw);
+  sbuf_free(&a->tmp);
   free(a->pending);
   free(a->sc);
   free(a->scc);

@@ -44,8 +44,8 @@ typedef struct request {
   size_t body_len;
 
   /* response */
-  buf resp_headers;        /* "name\0value\0" pairs, names lower-cased */
-  buf resp_body;           /* body when not parsed as SSE */
+  bytebuf resp_headers;        /* "name\0value\0" pairs, names lower-cased */
+  bytebuf resp_body;           /* body when not parsed as SSE */
   size_t max_body;
   size_t max_line;         /* SSE line cap */
   long idle_ms;            /* no byte for this long ends the transfer; 0: off */
