@@ -36,6 +36,7 @@
 #include "b64.c"
 #include "jscan.c"
 #include "jencode.c"
+#include "jdecode.c"
 #include "sse.c"
 #include "lsse.c"
 #include "stream.c"
