@@ -12,6 +12,14 @@
 -- The only accepted disagreements are the two documented in src/jscan.h, checked precisely:
 --   D1  cjson (strtod) accepts "1.", "-.5", "1.e5"; we reject them as RFC 8259 does;
 --   D2  cjson stops at a NUL byte after a complete value ("{}\0x"); we reject the NUL.
+--
+-- The same inputs also check the C decoder core.json_decode (src/jdecode.c): it accepts
+-- exactly what the scanner accepts (nil + the scanner's message otherwise), and its value
+-- deep-equals core.json_normalize(cjson.decode(s)), number subtypes included (a top-level
+-- number is normalised too: the reference is json_normalize({ cjson.decode(s) })[1]). The one
+-- accepted difference (counted as "exact"): an integer literal beyond 2^53 that fits a
+-- lua_Integer is that integer exactly, where cjson's double rounds. Targeted decoder cases
+-- (depth limits, numbers, escapes, truncations, nulls) follow the differential part.
 local core = require("llmchat.core")
 local cjson = require("cjson")
 
@@ -379,7 +387,8 @@ end
 ---------------------------------------------------------------------------------------------
 -- the comparison
 
-local stats = { accepted = 0, rejected = 0, D1 = 0, D2 = 0, streams = 0, chunks = 0, events = 0 }
+local stats = { accepted = 0, rejected = 0, D1 = 0, D2 = 0, streams = 0, chunks = 0, events = 0,
+  decoded = 0, decode_rejected = 0, exact = 0 }
 
 local function documented_difference(text, err)
   local pos = tonumber(err:match("at character (%d+)$"))
@@ -395,10 +404,74 @@ local function fail(what, text, detail)
   error(("%s\n  detail: %s\n  input: %q"):format(what, tostring(detail), text), 0)
 end
 
+---------------------------------------------------------------------------------------------
+-- the decoder (core.json_decode) against core.json_normalize(cjson.decode(s))
+
+local decode, normalize, NULL = core.json_decode, core.json_normalize, cjson.null
+local mtype = math.type or function() return "float" end
+local TWO53 = 2 ^ 53
+
+-- strict deep comparison of a decoded value (C) with the reference: same types, number
+-- subtypes on 5.3+, no metatables. Returns nil or the path of the first difference.
+local function ddiff(c, r, path)
+  local tc, tr = type(c), type(r)
+  if tc == "number" and tr == "number" then
+    if c == r and mtype(c) == mtype(r) then return nil end
+    -- an exact integer where cjson's double rounded
+    if mtype(c) == "integer" and (c > TWO53 or c < -TWO53) and c + 0.0 == r + 0.0 then
+      stats.exact = stats.exact + 1
+      return nil
+    end
+    return ("%s: C %s (%s), reference %s (%s)"):format(path, tostring(c), mtype(c), tostring(r), mtype(r))
+  end
+  if tc ~= tr then return ("%s: C %s, reference %s"):format(path, tostring(c), tostring(r)) end
+  if tc ~= "table" then
+    if c == r then return nil end
+    return ("%s: C %q, reference %q"):format(path, tostring(c), tostring(r))
+  end
+  if getmetatable(c) ~= nil then return path .. ": C table has a metatable" end
+  for k, v in pairs(c) do
+    local d = ddiff(v, r[k], path .. "." .. tostring(k))
+    if d then return d end
+  end
+  for k, v in pairs(r) do
+    if c[k] == nil then return ddiff(nil, v, path .. "." .. tostring(k)) end
+  end
+end
+
+-- cj_ok: cjson accepted; scan_ok/scan_err: the scanner's (the assembler's) decision
+local function check_decode(text, cj_ok, scan_ok, scan_err)
+  local v, err = decode(text)
+  if scan_ok then
+    if v == nil then fail("decoder rejected what the scanner accepts", text, err) end
+    -- wrapped: json_normalize only walks tables, the decoder normalises a top-level number too
+    local d = ddiff(v, normalize({ cj.decode(text) })[1], "$")
+    if d then fail("decoded value differs from normalize(cjson.decode)", text, d) end
+    -- raw: the NULLs stay, floats stay floats; normalising it gives the same value
+    local rv = decode(text, true)
+    d = ddiff(normalize({ rv })[1], v, "$")
+    if d then fail("normalize(decode(s, true)) differs from decode(s)", text, d) end
+    stats.decoded = stats.decoded + 1
+  else
+    if v ~= nil or type(err) ~= "string" then
+      fail("decoder accepted what the scanner rejects", text, scan_err)
+    end
+    if "invalid JSON: " .. err ~= scan_err then
+      fail("decoder and scanner give different messages", text, err .. " / " .. tostring(scan_err))
+    end
+    if not cj_ok or documented_difference(text, err) then
+      stats.decode_rejected = stats.decode_rejected + 1
+    else
+      fail("decoder rejected what cjson accepts", text, err)
+    end
+  end
+end
+
 -- feeds one chunk to both sides; returns true when both accepted it
 local function feed(a, R, text)
   local ok, t = pcall(cj.decode, text)
   local deltas, err = a:chunk(text)
+  check_decode(text, ok, deltas ~= nil, err)
   if ok ~= (deltas ~= nil) then
     local d = ok and documented_difference(text, err) or nil
     if not d then
@@ -524,5 +597,270 @@ describe("JSON differential test against lua-cjson (strict)", function()
     assert.is_true(stats.D1 > 0, "D1 never seen")
     assert.is_true(stats.D2 > 0, "D2 never seen")
     assert.is_true(stats.events > 5000, "events " .. stats.events)
+    assert.is_true(stats.decoded > 10000, "decoded " .. stats.decoded)
+    assert.is_true(stats.decode_rejected > 3000, "decoder rejected " .. stats.decode_rejected)
+  end)
+end)
+
+---------------------------------------------------------------------------------------------
+-- the decoder, case by case
+
+-- one text through the decoder differential (scanner decision from an assembler)
+local function check_text(text)
+  local a = core.stream.assembler()
+  local deltas, err = a:chunk(text)
+  a:close()
+  check_decode(text, (pcall(cj.decode, text)), deltas ~= nil, err)
+end
+
+-- number spellings: digits of every length around the integer and 2^53 limits
+local function rnum()
+  local t = {}
+  if chance(0.4) then t[#t + 1] = "-" end
+  local n = pick({ 1, 1, 2, 3, 5, 9, 15, 16, 17, 18, 19, 19, 20, 21, 25, 40, 70, 320 })
+  t[#t + 1] = n == 1 and tostring(rnd(10) - 1) or tostring(rnd(9))
+  for _ = 2, n do t[#t + 1] = tostring(rnd(10) - 1) end
+  if chance(0.3) then
+    t[#t + 1] = "."
+    for _ = 1, pick({ 1, 1, 2, 5, 17, 30, 80 }) do t[#t + 1] = chance(0.3) and "0" or tostring(rnd(10) - 1) end
+  end
+  if chance(0.25) then
+    t[#t + 1] = pick({ "e", "E", "e+", "e-", "E-" })
+    t[#t + 1] = tostring(rnd(pick({ 3, 20, 330, 400 })) - 1)
+  end
+  return concat(t)
+end
+
+local CHAT = '{"id":"chatcmpl-Bx7QmZ3kP9wLr2Tn5VyC8dHsJ4fGa","object":"chat.completion",' ..
+  '"created":1754550000,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":' ..
+  '"assistant","content":"The ancient dragon sleeps beneath the castle.\\nBring the \\"silver\\" ' ..
+  'sword, caf\\u00e9 \\ud83d\\udc09 na\195\175ve.","refusal":null,"annotations":[]},"logprobs":null,' ..
+  '"finish_reason":"stop"}],"usage":{"prompt_tokens":37,"completion_tokens":19,"total_tokens":56,' ..
+  '"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":' ..
+  '{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,' ..
+  '"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_07871e2ad8"}'
+
+local function deep(d, inner, open, close)
+  return string.rep(open or "[", d) .. inner .. string.rep(close or "]", d)
+end
+
+local function rejects(text, pattern)
+  local v, err = decode(text)
+  assert.is_nil(v, text)
+  assert.is_string(err)
+  assert.matches("at character %d+$", err)
+  if pattern then assert.matches(pattern, err) end
+  return err
+end
+
+describe("core.json_decode", function()
+  it("agrees with cjson + normalize on random numbers in every position", function()
+    for _ = 1, 3000 do
+      local text = pick({
+        function() return rnum() end,
+        function() return "[" .. rnum() .. "," .. rnum() .. "]" end,
+        function() return '{"n":' .. rnum() .. ',"m":[' .. rnum() .. ']}' end,
+        function() return ws() .. rnum() .. ws() end,
+      })()
+      check_text(text)
+      check_text(mutate(text))
+    end
+    for _, text in ipairs({ "9007199254740991", "9007199254740992", "9007199254740993", "-9007199254740993",
+      "9223372036854775807", "9223372036854775808", "-9223372036854775808", "-9223372036854775809",
+      "18446744073709551615", "18446744073709551616", "99999999999999999999", "1e15", "1e16", "1e308",
+      "4.9e-324", "2.2250738585072014e-308", "1e-400", "-1e-400", "0.1", "9007199254740993.0" }) do
+      check_text(text)
+      check_text("[" .. text .. "]")
+    end
+    assert.is_true(stats.exact > 0)
+  end)
+
+  it("rejects a non-string with a message", function()
+    for _, v in ipairs({ { 5, "number" }, { {}, "table" }, { true, "boolean" } }) do
+      local r, err = decode(v[1])
+      assert.is_nil(r)
+      assert.equal("expected a JSON string, got " .. v[2], err)
+    end
+    local r, err = decode()
+    assert.is_nil(r)
+    assert.equal("expected a JSON string, got nil", err)
+    r, err = decode(nil, true)
+    assert.is_nil(r)
+    assert.equal("expected a JSON string, got nil", err)
+  end)
+
+  it("decodes up to 1000 levels and rejects 1001, 5000 and a million without crashing", function()
+    for _, kind in ipairs({ { "[", "]" }, { '{"k":', "}" } }) do
+      local v = assert(decode(deep(1000, "1", kind[1], kind[2])))
+      for _ = 1, 999 do v = v[1] or v.k end
+      assert.equal(1, v[1] or v.k)
+      assert.truthy(decode(deep(999, "{}", kind[1], kind[2])))
+      rejects(deep(1001, "1", kind[1], kind[2]), "^too many nested data structures at character")
+      rejects(deep(1000, "[]", kind[1], kind[2]), "^too many nested data structures at character")
+      rejects(deep(5000, "1", kind[1], kind[2]), "^too many nested data structures")
+      rejects(string.rep(kind[1], 5000), "^too many nested data structures")
+    end
+    rejects(deep(1001, "1"), "at character 1001$")
+    rejects(string.rep("[", 1000000), "^too many nested data structures")
+    rejects(string.rep('{"a":[', 500) .. "1", "unexpected end of input")
+  end)
+
+  it("reads integers exactly and other numbers as strtod does", function()
+    local function num(text, want, want_type, raw)
+      local v = decode(text, raw)
+      assert.equal(want, v, text)
+      assert.equal(want_type, math.type(v), text)
+    end
+    num("0", 0, "integer")
+    num("-0", 0, "integer")
+    num("-0.0", 0, "integer")
+    local negz = decode("-0.0", true)
+    assert.equal("float", math.type(negz))
+    assert.equal(-math.huge, 1 / negz)
+    num("1.0", 1, "integer")
+    num("1.0", 1.0, "float", true)
+    num("1", 1, "integer", true)
+    num("1e2", 100, "integer")
+    num("1E+2", 100.0, "float", true)
+    num("1.5", 1.5, "float")
+    num("-2.5e-3", -0.0025, "float")
+    num("9007199254740993", 9007199254740993, "integer")           -- 2^53 + 1: exact
+    num("-9007199254740993", -9007199254740993, "integer")
+    num("9007199254740992.0", 9007199254740992, "integer")         -- 2^53: whole, in range
+    num("9007199254740994.0", 9007199254740994.0, "float")         -- beyond 2^53: a float
+    num("9223372036854775807", math.maxinteger, "integer")
+    num("-9223372036854775808", math.mininteger, "integer")
+    num("9223372036854775808", 2.0 ^ 63, "float")                  -- too big: a float, as cjson
+    num("-9223372036854775809", -(2.0 ^ 63), "float")
+    num("123456789012345678901234567890", 1.2345678901234568e29, "float")
+    num("1e400", math.huge, "float")
+    num("-1e400", -math.huge, "float")
+    num("1e-400", 0, "integer")
+    num("0." .. string.rep("0", 100) .. "1", 1e-101, "float")      -- longer than 64 bytes
+    num(string.rep("9", 400), 1e400, "float")
+    num("1" .. string.rep("0", 300), 1e300, "float")
+    for _, bad in ipairs({ "01", "-", "+1", ".5", "1.", "-.5", "1.e5", "1e", "1e+", "0x10", "NaN", "Infinity", "-inf" }) do
+      rejects(bad)
+    end
+  end)
+
+  it("decodes every escape, surrogate pairs, \\u0000, and passes raw bytes through", function()
+    assert.equal('"\\/\b\f\n\r\tA\195\169\226\130\172', decode('"\\"\\\\\\/\\b\\f\\n\\r\\t\\u0041\\u00e9\\u20AC"'))
+    assert.equal("\240\159\152\128", decode('"\\ud83d\\ude00"'))
+    assert.equal("\240\157\132\158x", decode('"\\uD834\\uDD1Ex"'))
+    assert.equal("\244\143\191\191", decode('"\\udbff\\udfff"'))
+    assert.equal("\239\191\191\237\159\191", decode('"\\uffff\\ud7ff"'))
+    assert.equal("a\0b", decode('"a\\u0000b"'))
+    assert.equal("\255\254\192\128\237\160\128", decode('"\255\254\192\128\237\160\128"'))
+    assert.equal("\1\31\127", decode('"\1\31\127"'))
+    local long = string.rep("x\\n\\u00e9", 3000) -- escaped and long: the scratch buffer
+    assert.equal(string.rep("x\n\195\169", 3000), decode('"' .. long .. '"'))
+    assert.equal(string.rep("y\n", 200), decode('["' .. string.rep("y\\n", 200) .. '"]')[1])
+    local t = decode('{"k\\u00e9y":1,"' .. string.rep("\\t", 300) .. '":2}')
+    assert.equal(1, t["k\195\169y"])
+    assert.equal(2, t[string.rep("\t", 300)])
+    for _, bad in ipairs({ '"\\ud800"', '"\\udc00"', '"\\ud800x"', '"\\ud800\\u0041"', '"\\udc00\\ud800"',
+      '"\\ud800\\ud800"', '"\\u12"', '"\\u12g4"', '"\\x"', '"a\0b"', '"open', '"\\' }) do
+      rejects(bad)
+    end
+  end)
+
+  it("accepts any value at the top level", function()
+    assert.equal(1, decode(" 1 "))
+    assert.equal("x", decode('"x"'))
+    assert.is_true(decode("true"))
+    assert.is_false(decode("\n false\t"))
+    assert.equal(NULL, decode("null"))
+    assert.equal(NULL, decode("null", true))
+    local e = decode("{}")
+    assert.same({}, e)
+    assert.is_nil(getmetatable(e))
+    assert.is_nil(getmetatable(decode("[]")))
+    assert.is_nil(next(decode("[]")))
+    rejects("", "^unexpected end of input")
+    rejects("   ", "at character 4$")
+  end)
+
+  it("drops nulls from objects, keeps them in arrays (raw keeps them everywhere)", function()
+    local text = '{"a":null,"b":[null,1,null],"c":{"d":null},"e":[]}'
+    local t = decode(text)
+    assert.is_nil(t.a)
+    assert.equal(3, #t.b)
+    assert.equal(NULL, t.b[1])
+    assert.equal(1, t.b[2])
+    assert.equal(NULL, t.b[3])
+    assert.same({}, t.c)
+    assert.same({}, t.e)
+    local r = decode(text, true)
+    assert.equal(NULL, r.a)
+    assert.equal(NULL, r.c.d)
+    assert.equal(NULL, r.b[3])
+    -- duplicate keys: the last wins, and a last null removes the member
+    assert.is_nil(decode('{"a":1,"a":null}').a)
+    assert.is_nil(decode('{"a":{"x":1},"a":null}').a)
+    assert.equal(NULL, decode('{"a":1,"a":null}', true).a)
+    assert.equal(2, decode('{"a":null,"a":2}').a)
+    assert.equal(3, decode('{"a":1,"b":2,"a":3}').a)
+  end)
+
+  it("rejects trailing garbage and reports 1-based positions", function()
+    assert.equal("trailing garbage after the JSON value at character 4", select(2, decode("{} x")))
+    rejects("[1]]", "^trailing garbage")
+    rejects("1 2", "^trailing garbage")
+    rejects("{}\0", "^trailing garbage after the JSON value at character 3$")
+    assert.equal("invalid token, expected a value at character 4", select(2, decode("[1,x]")))
+    assert.equal("expected ':' after an object key at character 6", select(2, decode('{"a" 1}')))
+  end)
+
+  it("decodes a chat.completion and rejects every truncation of it", function()
+    local t = assert(decode(CHAT))
+    assert.equal(1754550000, t.created)
+    assert.equal("integer", math.type(t.created))
+    local m = t.choices[1].message
+    assert.equal('The ancient dragon sleeps beneath the castle.\nBring the "silver" sword, caf\195\169 ' ..
+      "\240\159\144\137 na\195\175ve.", m.content)
+    assert.is_nil(m.refusal)
+    assert.same({}, m.annotations)
+    assert.is_nil(t.choices[1].logprobs)
+    assert.equal(56, t.usage.total_tokens)
+    assert.equal(0, t.usage.completion_tokens_details.rejected_prediction_tokens)
+    check_text(CHAT)
+    for i = 0, #CHAT - 1 do
+      local text = CHAT:sub(1, i)
+      rejects(text)
+      check_text(text)
+      check_text(CHAT:sub(i + 1)) -- and every suffix
+    end
+  end)
+
+  it("is what llmchat.json's decode uses", function()
+    local json = require("llmchat.json")
+    local t = json.decode('{"a":null,"n":[1.0,null]}')
+    assert.is_nil(t.a)
+    assert.equal("integer", math.type(t.n[1]))
+    assert.equal(json.null, t.n[2])
+    assert.equal(json.null, json.decode('{"a":null}', true).a)
+    local v, err = json.decode("[1,")
+    assert.is_nil(v)
+    assert.equal("unexpected end of input, expected a value at character 4", err)
+    v, err = json.decode(42)
+    assert.is_nil(v)
+    assert.equal("expected a JSON string, got number", err)
+  end)
+
+  it("does not depend on the C locale's decimal point", function()
+    local old = os.setlocale(nil, "numeric")
+    local set
+    for _, name in ipairs({ "de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8", "de_DE", "fr_FR" }) do
+      set = os.setlocale(name, "numeric")
+      if set then break end
+    end
+    local ok, err = pcall(function()
+      assert.equal(1.5, decode("1.5"))
+      assert.same({ 0.25, 1e-3, 2 }, decode("[0.25, 1e-3, 2.0]"))
+      assert.equal(0.5, decode("0." .. string.rep("0", 70) .. "5e70"))
+    end)
+    os.setlocale(old, "numeric")
+    assert(ok, err)
   end)
 end)

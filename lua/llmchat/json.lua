@@ -1,12 +1,23 @@
---- JSON for llmchat: lua-cjson for decoding, the C core for encoding.
+--- JSON for llmchat: the C core for decoding and encoding, lua-cjson as a fallback.
 --
--- Debian's lua-cjson 2.1.0 decodes every number as a float and keeps 14
--- significant digits when encoding; the fork LuaRocks serves decodes integers
--- and has array_mt. Features are detected at run time. Requests are always
--- encoded by the C core (exact integers, `[]` for empty arrays where the API
--- expects arrays, UTF-8 untouched); responses are decoded by cjson and then
--- normalised: `cjson.null` never reaches a user where nil is expected, and
--- integral numbers become Lua integers (token counts, `created`, indexes).
+-- Responses are decoded by the C core in one pass (core.json_decode, src/jdecode.c):
+-- it accepts what lua-cjson's strict decoder accepts (the two deliberate differences
+-- are in src/jscan.h) and builds the value already normalised: JSON null never
+-- reaches a user where nil is expected (object members that are null are absent; in
+-- arrays and at the top level null is `json.null`, i.e. cjson.null, so lengths hold),
+-- integer literals are exact Lua integers and whole floats within 2^53 become
+-- integers on Lua 5.3+ (token counts, `created`, indexes). With `raw`, nulls stay
+-- `json.null` everywhere and numbers with a fraction or exponent stay floats.
+-- No metatables are set on decoded tables. Should a core without json_decode be
+-- loaded, decoding falls back to cjson.decode plus json_normalize (the same values,
+-- except integer literals beyond 2^53, which cjson rounds, and a top-level number,
+-- which json_normalize leaves as cjson gives it).
+--
+-- Requests are always encoded by the C core (exact integers, `[]` for empty arrays
+-- where the API expects arrays, UTF-8 untouched). Debian's lua-cjson 2.1.0 decodes
+-- every number as a float and keeps 14 significant digits when encoding; the fork
+-- LuaRocks serves decodes integers and has array_mt. Its features are detected at
+-- run time; `M.cjson` is a private instance for callers that want it.
 local core = require("llmchat.core")
 local cjson_mod = require("cjson")
 
@@ -60,14 +71,18 @@ end
 local normalize = core.json_normalize
 M.normalize = normalize
 
---- Decodes JSON text. Returns the value, or nil and a message. Normalised
--- (see above) unless `raw` is true.
-function M.decode(s, raw)
-  if type(s) ~= "string" then return nil, "expected a JSON string, got " .. type(s) end
-  local ok, v = pcall(cjson.decode, s)
-  if not ok then return nil, tostring(v):gsub("^.-:%d+: ", "") end
-  if raw then return v end
-  return normalize(v)
+--- Decodes JSON text. Returns the value, or nil and a message ("... at
+-- character N"). Normalised (see above) unless `raw` is true.
+if core.json_decode then
+  M.decode = core.json_decode
+else
+  function M.decode(s, raw)
+    if type(s) ~= "string" then return nil, "expected a JSON string, got " .. type(s) end
+    local ok, v = pcall(cjson.decode, s)
+    if not ok then return nil, (tostring(v):gsub("^.-:%d+: ", "")) end
+    if raw then return v end
+    return normalize(v)
+  end
 end
 
 return M
