@@ -8,7 +8,9 @@
  *     independently of jscan.c, with the same language (jscan.h);
  *   - a rejected chunk must leave the assembler unchanged;
  *   - every pending delta must point inside the buffers it refers to;
- *   - memory stays bounded: pending deltas are cleared as a consumer would.
+ *   - memory stays bounded: pending deltas are cleared as a consumer would;
+ *   - the prefix cache changes nothing: a second assembler whose cache is emptied before
+ *     every chunk returns the same codes and ends in the same state, byte for byte.
  * Any disagreement aborts, so libFuzzer saves the input. */
 #include "jscan.h"
 #include "stream.h"
@@ -216,10 +218,42 @@ static void check_pending(const stream_asm *a) {
     if (a->choices[order[i - 1]].index >= a->choices[order[i]].index) abort();
 }
 
+static int same_buf(const stream_buf *x, const stream_buf *y) {
+  return x->len == y->len && (x->len == 0 || memcmp(x->p, y->p, x->len) == 0);
+}
+
+/* a (cache on) and b (cache off) hold the same result and the same pending deltas */
+static void check_same(const stream_asm *a, const stream_asm *b) {
+  size_t i, j;
+  if (a->chunks != b->chunks || a->nchoices != b->nchoices || a->npending != b->npending ||
+      a->finished != b->finished || a->created != b->created || !same_buf(&a->id, &b->id) ||
+      !same_buf(&a->model, &b->model) || !same_buf(&a->system_fingerprint, &b->system_fingerprint) ||
+      !same_buf(&a->usage, &b->usage) || !same_buf(&a->error, &b->error) || !same_buf(&a->raw, &b->raw))
+    abort();
+  for (i = 0; i < a->nchoices; i++) {
+    const stream_choice *x = &a->choices[i], *y = &b->choices[i];
+    if (x->index != y->index || x->ncalls != y->ncalls || x->has_content != y->has_content ||
+        x->has_reasoning != y->has_reasoning || x->has_refusal != y->has_refusal ||
+        !same_buf(&x->content, &y->content) || !same_buf(&x->reasoning, &y->reasoning) ||
+        !same_buf(&x->refusal, &y->refusal) || !same_buf(&x->finish_reason, &y->finish_reason) ||
+        !same_buf(&x->role, &y->role))
+      abort();
+    for (j = 0; j < x->ncalls; j++) {
+      const stream_call *p = &x->calls[j], *q = &y->calls[j];
+      if (p->index != q->index || !same_buf(&p->id, &q->id) || !same_buf(&p->type, &q->type) ||
+          !same_buf(&p->name, &q->name) || !same_buf(&p->args, &q->args))
+        abort();
+    }
+  }
+  for (i = 0; i < a->npending; i++)
+    if (memcmp(&a->pending[i], &b->pending[i], sizeof a->pending[i]) != 0) abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  stream_asm a;
+  stream_asm a, b;
   size_t start = 0, n = 0;
   stream_init(&a);
+  stream_init(&b);
   while (start <= size) {
     const uint8_t *nl = memchr(data + start, '\n', size - start);
     size_t len = (nl ? (size_t)(nl - data) : size) - start;
@@ -227,6 +261,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc, valid;
     snap(&a, &before);
     rc = stream_chunk(&a, (const char *)data + start, len);
+    b.pfx.len = 0; /* no cache for b */
+    if (stream_chunk(&b, (const char *)data + start, len) != rc) abort();
+    check_same(&a, &b);
     valid = naive_valid(data + start, len);
     if (rc == STREAM_ENOMEM) abort(); /* no allocation limit is set below libFuzzer's */
     if ((rc == STREAM_OK) != valid) abort();
@@ -238,11 +275,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     check_pending(&a);
     (void)stream_finished(&a);
     (void)stream_error_json(&a, NULL);
-    if (++n % 3 == 0) stream_clear_pending(&a); /* a consumer delivers now and then */
+    if (++n % 3 == 0) { /* a consumer delivers now and then */
+      stream_clear_pending(&a);
+      stream_clear_pending(&b);
+    }
     if (!nl) break;
     start += len + 1;
   }
   stream_free(&a);
   stream_free(&a); /* idempotent */
+  stream_free(&b);
   return 0;
 }

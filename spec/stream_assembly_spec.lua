@@ -199,6 +199,42 @@ describe("stream assembly", function()
       assert.equal("fp_x", r.system_fingerprint)
     end)
 
+    it("gives the same result when chunks share their first bytes (the prefix cache)", function()
+      local pre = [[{"id":"chatcmpl-P","object":"chat.completion.chunk","created":7,"model":"m1",]]
+      local list = {
+        pre .. [["choices":[{"index":0,"delta":{"role":"assistant","content":"a"}}]}]],
+        pre .. [["choices":[{"index":0,"delta":{"content":"b"}}],"usage":null}]],
+        pre .. [["choices"]],                                  -- same bytes, then cut off
+        -- a repeated key: the last one counts, as in cjson
+        pre .. [["choices":[{"index":1,"delta":{"content":"x"}}],"choices":[{"index":0,"delta":{"content":"c"}}]}]],
+        [[{"id":"chatcmpl-P","object":"chat.completion.chunk","created":7,"model":"m2",]] ..
+          [["choices":[{"index":0,"delta":{"content":"d"}}]}]],
+        pre .. [["choices":[{"index":0,"delta":{"content":"e"},"finish_reason":"stop"}]}]],
+      }
+      local a = core.stream.assembler()
+      local texts = {}
+      for i, json in ipairs(list) do
+        local deltas, err = a:chunk(json)
+        if i == 3 then
+          assert.is_nil(deltas)
+          assert.matches("invalid JSON", err)
+        else
+          assert(deltas, err)
+          for _, d in ipairs(deltas) do texts[#texts + 1] = d[1] end
+        end
+      end
+      local r = a:result()
+      a:close()
+      assert.same({ "a", "b", "c", "d", "e" }, texts)
+      assert.equal("abcde", r.choices[1].content)
+      assert.is_nil(r.choices[2])
+      assert.equal("stop", r.choices[1].finish_reason)
+      assert.equal("chatcmpl-P", r.id)
+      assert.equal("m1", r.model)
+      assert.equal(7, r.created)
+      assert.equal(5, r.chunks)
+    end)
+
     it("reports created as an integer", function()
       local r = run({ [[{"created":1744186429,"choices":[]}]] })
       assert.equal(1744186429, r.created)

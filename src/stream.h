@@ -123,6 +123,12 @@ typedef struct stream_delta {
 struct stream_sc_choice; /* per-chunk scratch, private to stream.c */
 struct stream_sc_call;
 
+/* private: one span of the prefix cache (stream.c), as an offset into the chunk */
+typedef struct stream_pfx_span {
+  size_t off, n;
+  unsigned char type, esc;
+} stream_pfx_span;
+
 typedef struct stream_asm {
   /* the result so far (read by lstream.c) */
   stream_buf id, model, system_fingerprint; /* len 0 = unset */
@@ -143,6 +149,12 @@ typedef struct stream_asm {
   size_t nscc, capscc;
   stream_buf tmp;
   size_t last_choice;
+  /* private: the prefix cache (see stream.c): the bytes of an earlier chunk up to its
+   * "choices" key, and the top-level members parsed in them */
+  stream_buf pfx;              /* len 0 = empty */
+  stream_pfx_span pfx_span[6]; /* id, model, system_fingerprint, usage, x_groq usage, error */
+  double pfx_created;
+  int pfx_first;
   char errmsg[160];
 } stream_asm;
 
