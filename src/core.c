@@ -401,7 +401,7 @@ static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
     }
     return;
   }
-  luaL_checkstack(L, 8, "llmchat dispatch");
+  luaL_checkstack(L, 24, "llmchat dispatch");
   ud = lua_gettop(L);
   lua_getuservalue(L, ud);
   hv = lua_gettop(L);
@@ -411,9 +411,10 @@ static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
   mt = lua_isnil(L, -1) ? 0 : lua_gettop(L);
   n = stream_pending(&r->as);
   if (n && lua_isfunction(L, fn)) {
+    int keys = lstream_push_keys(L);
     for (i = 0; i < n; i++) {
       lua_pushvalue(L, fn);
-      lstream_push_event(L, &r->as, i, mt);
+      lstream_push_event(L, &r->as, i, mt, keys);
       if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
         if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
         else lua_pop(L, 1);

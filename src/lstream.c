@@ -24,25 +24,55 @@ static void set_buf_if(lua_State *L, const char *key, const stream_buf *b, int p
   if (present) set_buf(L, key, b);
 }
 
-int lstream_push_event(lua_State *L, const stream_asm *a, size_t i, int mt_idx) {
+enum { KEY_CHOICE, KEY_KIND, KEY_TOOL, KEY_ID, KEY_NAME, KEY_RAW, KEY_KIND0, NKEYS = KEY_KIND0 + 4 };
+static const char *const key_names[] = {"choice", "kind", "tool", "id", "name", "raw"};
+
+int lstream_push_keys(lua_State *L) {
+  int i;
+  luaL_checkstack(L, NKEYS + 8, "llmchat events");
+  for (i = 0; i < KEY_KIND0; i++) lua_pushstring(L, key_names[i]);
+  for (i = 0; i < 4; i++) lua_pushstring(L, kind_names[i]);
+  return lua_gettop(L) - NKEYS + 1;
+}
+
+/* t[key] = value on top (t at -2 once the value is pushed) */
+static void set_key(lua_State *L, int keys, int k) {
+  if (keys) {
+    lua_pushvalue(L, keys + k);
+    lua_insert(L, -2);
+    lua_rawset(L, -3);
+  } else {
+    lua_setfield(L, -2, key_names[k]);
+  }
+}
+
+int lstream_push_event(lua_State *L, const stream_asm *a, size_t i, int mt_idx, int keys) {
   const stream_delta *d = &a->pending[i];
   const stream_choice *c = &a->choices[d->choice];
   if (mt_idx) mt_idx = lua_absindex(L, mt_idx);
+  if (keys) keys = lua_absindex(L, keys);
   lua_pushlstring(L, stream_delta_text(a, d), d->len);
   lua_createtable(L, 0, d->kind == STREAM_TOOL_CALL ? 6 : 3);
   lua_pushinteger(L, (lua_Integer)c->index + 1);
-  lua_setfield(L, -2, "choice");
-  lua_pushstring(L, kind_names[d->kind]);
-  lua_setfield(L, -2, "kind");
+  set_key(L, keys, KEY_CHOICE);
+  if (keys) lua_pushvalue(L, keys + KEY_KIND0 + d->kind);
+  else lua_pushstring(L, kind_names[d->kind]);
+  set_key(L, keys, KEY_KIND);
   if (d->kind == STREAM_TOOL_CALL) {
     const stream_call *call = &c->calls[d->tool];
     lua_pushinteger(L, (lua_Integer)d->tool + 1);
-    lua_setfield(L, -2, "tool");
-    set_buf_if(L, "id", &call->id, d->flags & STREAM_HAS_ID);
-    set_buf_if(L, "name", &call->name, d->flags & STREAM_HAS_NAME);
+    set_key(L, keys, KEY_TOOL);
+    if (d->flags & STREAM_HAS_ID) {
+      lua_pushlstring(L, call->id.len ? call->id.p : "", call->id.len);
+      set_key(L, keys, KEY_ID);
+    }
+    if (d->flags & STREAM_HAS_NAME) {
+      lua_pushlstring(L, call->name.len ? call->name.p : "", call->name.len);
+      set_key(L, keys, KEY_NAME);
+    }
   }
   lua_pushlstring(L, a->raw.p + d->raw_off, d->raw_len);
-  lua_setfield(L, -2, "raw");
+  set_key(L, keys, KEY_RAW);
   if (mt_idx) {
     lua_pushvalue(L, mt_idx);
     lua_setmetatable(L, -2);
@@ -156,7 +186,7 @@ static int l_chunk(lua_State *L) {
   lassembler *x = check_open(L);
   size_t len, i, n;
   const char *s = luaL_checklstring(L, 2, &len);
-  int rc, mt = 0;
+  int rc, mt = 0, keys;
   stream_clear_pending(&x->a); /* left over if a push raised last time */
   rc = stream_chunk(&x->a, s, len);
   if (rc == STREAM_EJSON) {
@@ -172,11 +202,12 @@ static int l_chunk(lua_State *L) {
     lua_getuservalue(L, 1);
     mt = lua_gettop(L);
   }
+  keys = lstream_push_keys(L);
   n = stream_pending(&x->a);
   lua_createtable(L, (int)n, 0);
   for (i = 0; i < n; i++) {
     lua_createtable(L, 2, 0);
-    lstream_push_event(L, &x->a, i, mt);
+    lstream_push_event(L, &x->a, i, mt, keys);
     lua_rawseti(L, -3, 2);
     lua_rawseti(L, -2, 1);
     lua_rawseti(L, -2, (lua_Integer)i + 1);

@@ -14,8 +14,13 @@
  *     tool = 1-based position of the call in its choice (tool_call only),
  *     id = the call's id, name = the call's name (only when this fragment carried them),
  *     raw = the chunk's JSON text }
- * and gives the table the metatable at mt_idx when mt_idx != 0. Returns 2. */
-int lstream_push_event(lua_State *L, const stream_asm *a, size_t i, int mt_idx);
+ * and gives the table the metatable at mt_idx when mt_idx != 0. keys is 0, or the index of
+ * the strings lstream_push_keys pushed (a dispatch loop pushes them once: setting a field
+ * by a string already on the stack skips the lookup of a C string). Returns 2. */
+int lstream_push_event(lua_State *L, const stream_asm *a, size_t i, int mt_idx, int keys);
+
+/* Pushes the field names and kind names of events; returns the index of the first. */
+int lstream_push_keys(lua_State *L);
 
 /* Pushes the assembled result (one table, choices sorted by wire index):
  *   { id=, model=, created=, system_fingerprint=, chunks=, usage_json=, error_json=,
