@@ -235,6 +235,17 @@ describe("stream assembly", function()
       assert.equal(5, r.chunks)
     end)
 
+    it("does not resume the prefix cache inside a number that goes on", function()
+      local r, events = run({
+        [[{"id":"x","created":1744,"choices":[{"index":0,"delta":{"content":"p"}}]}]],
+        [[{"id":"x","created":1744186429,"choices":[{"index":0,"delta":{"content":"q"}}]}]],
+        [[{"id":"x","created":1744 ,"choices":[{"index":0,"delta":{"content":"r"}}]}]],
+      })
+      assert.equal("pqr", r.choices[1].content)
+      assert.equal(3, #events)
+      assert.equal(1744, r.created)
+    end)
+
     it("reports created as an integer", function()
       local r = run({ [[{"created":1744186429,"choices":[]}]] })
       assert.equal(1744186429, r.created)

@@ -331,7 +331,11 @@ static int parse_xgroq(jscan *s, sc_top *t) {
  * depth, same members parsed, at the same offsets. parse_top saves that state when it meets
  * the "choices" key, and the next chunk whose first P bytes are equal (one memcmp) resumes
  * there instead of scanning them again: about half the work of a typical chunk. A chunk
- * that differs anywhere in those bytes is scanned in full, and its prefix is saved. */
+ * that differs anywhere in those bytes is scanned in full, and its prefix is saved.
+ * The saved bytes run one byte past the resume point: a number that ends the prefix
+ * ("created":1744) ends there only because the byte after it is not a digit, so that byte
+ * must match too ("created":1744186429 must not resume after 1744). Strings, literals and
+ * brackets end within their own bytes. */
 
 static const size_t top_offsets[6] = {
   offsetof(sc_top, id), offsetof(sc_top, model), offsetof(sc_top, sysfp),
@@ -341,9 +345,9 @@ static const size_t top_offsets[6] = {
 static jspan *top_span(sc_top *t, int i) { return (jspan *)(void *)((char *)t + top_offsets[i]); }
 
 static void pfx_save(stream_asm *a, const jscan *s, const char *at, const sc_top *t, int first) {
-  size_t n = (size_t)(at - s->base);
+  size_t n = (size_t)(at - s->base) + 1; /* at < s->end: a key follows */
   int i;
-  if (sbuf_set(&a->pfx, s->base, n)) { /* no memory: simply no cache */
+  if (at >= s->end || sbuf_set(&a->pfx, s->base, n)) { /* no memory: simply no cache */
     a->pfx.len = 0;
     return;
   }
@@ -363,7 +367,7 @@ static void pfx_save(stream_asm *a, const jscan *s, const char *at, const sc_top
 static int pfx_resume(stream_asm *a, jscan *s, sc_top *t, int *first) {
   size_t n = a->pfx.len;
   int i;
-  if (n == 0 || (size_t)(s->end - s->base) <= n || (size_t)(s->p - s->base) > n ||
+  if (n == 0 || (size_t)(s->end - s->base) <= n || (size_t)(s->p - s->base) > n - 1 ||
       memcmp(s->base, a->pfx.p, n) != 0)
     return 0;
   for (i = 0; i < 6; i++) {
@@ -376,7 +380,7 @@ static int pfx_resume(stream_asm *a, jscan *s, sc_top *t, int *first) {
   }
   t->created = a->pfx_created;
   *first = a->pfx_first;
-  s->p = s->base + n;
+  s->p = s->base + n - 1;
   return 1;
 }
 
