@@ -364,10 +364,13 @@ static int r_error_json(lua_State *L) {
   return 1;
 }
 
-/* r:handlers(on_delta, on_complete, event_metatable) */
+/* r:handlers(on_delta, on_complete, event_metatable [, batch])
+ * batch true: on_delta is called once per dispatch as on_delta(events, n), events an
+ * array of the n event tables, each with its text in ev.delta (what an iterator wants:
+ * one call instead of n) */
 static int r_handlers(lua_State *L) {
   check_req(L, 1);
-  lua_settop(L, 4);
+  lua_settop(L, 5);
   lua_getuservalue(L, 1);
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, "on_delta");
@@ -375,6 +378,8 @@ static int r_handlers(lua_State *L) {
   lua_setfield(L, -2, "on_complete");
   lua_pushvalue(L, 4);
   lua_setfield(L, -2, "ev_mt");
+  lua_pushboolean(L, lua_toboolean(L, 5));
+  lua_setfield(L, -2, "batch");
   return 0;
 }
 
@@ -389,7 +394,7 @@ static int r_tostring(lua_State *L) {
 /* Deliver r's pending deltas and, when due, its completion. The first error
  * raised by a callback is left at *err_slot (an absolute index, nil before). */
 static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
-  int top = lua_gettop(L), ud, hv, fn, mt;
+  int top = lua_gettop(L), ud, hv, fn, mt, batch;
   size_t i, n;
   if (!inflight_push(L, r)) {
     /* not ours any more (closed): drop what it had */
@@ -410,7 +415,35 @@ static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
   lua_getfield(L, hv, "ev_mt");
   mt = lua_isnil(L, -1) ? 0 : lua_gettop(L);
   n = stream_pending(&r->as);
-  if (n && lua_isfunction(L, fn)) {
+  lua_getfield(L, hv, "batch");
+  batch = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (n && lua_isfunction(L, fn) && batch) {
+    int keys = lstream_push_keys(L);
+    lua_pushvalue(L, fn);
+    lua_createtable(L, (int)(n < 0x7fffffff ? n : 0x7fffffff), 0);
+    for (i = 0; i < n; i++) {
+      lstream_push_event(L, &r->as, i, mt, keys);  /* text, ev */
+      lua_pushvalue(L, keys + LSTREAM_KEY_DELTA);
+      lua_pushvalue(L, -3);
+      lua_rawset(L, -3);                            /* ev.delta = text */
+      lua_rawseti(L, -3, (lua_Integer)i + 1);
+      lua_pop(L, 1);
+    }
+    lua_pushinteger(L, (lua_Integer)n);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+      if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
+      else lua_pop(L, 1);
+      if (r->state == REQ_RUNNING) engine_cancel(r);
+      else r->reason = REASON_CANCELLED;
+    } else {
+      if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+        if (r->state == REQ_RUNNING) engine_cancel(r);
+        else r->reason = REASON_CANCELLED;
+      }
+      lua_pop(L, 1);
+    }
+  } else if (n && lua_isfunction(L, fn)) {
     int keys = lstream_push_keys(L);
     for (i = 0; i < n; i++) {
       lua_pushvalue(L, fn);

@@ -24,14 +24,19 @@ static void set_buf_if(lua_State *L, const char *key, const stream_buf *b, int p
   if (present) set_buf(L, key, b);
 }
 
-enum { KEY_CHOICE, KEY_KIND, KEY_TOOL, KEY_ID, KEY_NAME, KEY_RAW, KEY_KIND0, NKEYS = KEY_KIND0 + 4 };
+enum { KEY_CHOICE, KEY_KIND, KEY_TOOL, KEY_ID, KEY_NAME, KEY_RAW, KEY_KIND0,
+       KEY_DELTA = KEY_KIND0 + 4, NKEYS };
 static const char *const key_names[] = {"choice", "kind", "tool", "id", "name", "raw"};
+
+/* compile-time check that lstream.h's LSTREAM_KEY_DELTA is KEY_DELTA */
+typedef char lstream_key_delta_matches[KEY_DELTA == LSTREAM_KEY_DELTA ? 1 : -1];
 
 int lstream_push_keys(lua_State *L) {
   int i;
   luaL_checkstack(L, NKEYS + 8, "llmchat events");
   for (i = 0; i < KEY_KIND0; i++) lua_pushstring(L, key_names[i]);
   for (i = 0; i < 4; i++) lua_pushstring(L, kind_names[i]);
+  lua_pushliteral(L, "delta");
   return lua_gettop(L) - NKEYS + 1;
 }
 

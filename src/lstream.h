@@ -19,8 +19,10 @@
  * by a string already on the stack skips the lookup of a C string). Returns 2. */
 int lstream_push_event(lua_State *L, const stream_asm *a, size_t i, int mt_idx, int keys);
 
-/* Pushes the field names and kind names of events; returns the index of the first. */
+/* Pushes the field names and kind names of events; returns the index of the first. The
+ * string "delta" is at that index + LSTREAM_KEY_DELTA. */
 int lstream_push_keys(lua_State *L);
+#define LSTREAM_KEY_DELTA 10
 
 /* Pushes the assembled result (one table, choices sorted by wire index):
  *   { id=, model=, created=, system_fingerprint=, chunks=, usage_json=, error_json=,

@@ -482,7 +482,7 @@ end
 
 --- Starts a request and returns at once (nothing blocks). Callbacks fire
 -- from llmchat.poll (or a blocking wait on this call).
-function Client:start(params, force_stream, on_delta)
+function Client:start(params, force_stream, on_delta, batch)
   local spec, perr = self:_prepare(params, force_stream)
   local call = new_call(self, spec, params)
   if not spec then
@@ -494,7 +494,7 @@ function Client:start(params, force_stream, on_delta)
   call.method = spec.method
   call.header_lines = spec.headers
   call.req = core.request(spec)
-  call.req:handlers(on_delta or params.on_delta, function() complete(call) end, event_mt)
+  call.req:handlers(on_delta or params.on_delta, function() complete(call) end, event_mt, batch)
   begin_attempt(call)
   return call
 end
@@ -514,14 +514,30 @@ function Client:stream(params)
   local head, tail, queue = 1, 0, {}
   local call
   local user = params.on_delta
-  local function on_delta(text, ev)
-    ev.delta = text
-    tail = tail + 1
-    queue[tail] = ev
-    if call.waiter then loop.wake(call.waiter) end
-    if user then return user(text, ev) end
+  local on_delta, batch
+  if user then
+    -- the caller's on_delta sees every event as it is dispatched, one call each
+    on_delta = function(text, ev)
+      ev.delta = text
+      tail = tail + 1
+      queue[tail] = ev
+      if call.waiter then loop.wake(call.waiter) end
+      return user(text, ev)
+    end
+  else
+    -- one call per dispatch with every event of it (ev.delta set in C): the queue
+    -- becomes that array, or grows by it when the last one is not drained yet
+    batch = true
+    on_delta = function(events, n)
+      if head > tail then
+        queue, head, tail = events, 1, n
+      else
+        for i = 1, n do tail = tail + 1; queue[tail] = events[i] end
+      end
+      if call.waiter then loop.wake(call.waiter) end
+    end
   end
-  call = self:start(params, true, on_delta)
+  call = self:start(params, true, on_delta, batch)
   local ended = false
   local it = {}
   function it.close()
@@ -534,7 +550,11 @@ function Client:stream(params)
         if head <= tail then
           local ev = queue[head]
           queue[head] = nil
-          head = head + 1
+          if head == tail then
+            head, tail = 1, 0  -- drained: start again at 1, so the queue stays an array
+          else
+            head = head + 1
+          end
           return ev
         end
         if call.done then
