@@ -467,6 +467,27 @@ describe("non-blocking calls", function()
       assert.truthy(first_t < last_s, "the other coroutine ran while the stream was going")
     end)
 
+    it("client:stream in a slow coroutine loses no event when several dispatches queue up", function()
+      -- the consumer sleeps after every event, so the other coroutine's polls dispatch
+      -- new batches of this stream before the last one is drained
+      local text = ("0123456789"):rep(6)
+      local got, kinds = {}, {}
+      llmchat.run(function()
+        llmchat.spawn(function()
+          for ev in c:stream{ messages = user(text), mock = { chunk_size = 1, chunk_delay = 0.002 } } do
+            if ev.kind == "content" then got[#got + 1] = ev.delta end
+            kinds[#kinds + 1] = ev.kind
+            if #got % 7 == 0 then llmchat.sleep(0.03) end
+          end
+        end)
+        llmchat.spawn(function()
+          for _ = 1, 40 do llmchat.sleep(0.005) end
+        end)
+      end)
+      assert.equal(text, table.concat(got))
+      assert.equal("done", kinds[#kinds])
+    end)
+
     it("chat with on_delta inside a coroutine", function()
       local got, res = {}, nil
       llmchat.run(function()
