@@ -228,6 +228,27 @@ describe("non-blocking calls", function()
       req:cancel()  -- twice is harmless
     end)
 
+    for _, how in ipairs({ "cancel", "close" }) do
+      it(("call:%s() from inside on_delta, with more deltas of the same dispatch still to come"):format(how), function()
+        -- no delay between chunks: one dispatch holds many deltas, and the callback ends
+        -- (and frees) its own request in the middle of them
+        local got, done_err = 0, nil
+        local call
+        call = c:start{ messages = user(("q"):rep(300)), stream = true, mock = { chunk_size = 1 },
+          on_delta = function()
+            got = got + 1
+            if got == 5 then call[how](call) end
+          end,
+          on_done = function(_, err) done_err = err end }
+        poll_until(function() return call.done end)
+        assert.equal(5, got)
+        assert.equal("cancelled", done_err.kind)
+        for _ = 1, 3 do llmchat.poll(0.01) end
+        assert.equal(5, got)
+        assert.equal(0, llmchat.poll(0))  -- nothing left in flight
+      end)
+    end
+
     it("cancel before any byte arrived", function()
       local err_
       local req = c:start{ messages = user("x"), mock = { delay = 0.3 },

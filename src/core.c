@@ -391,6 +391,35 @@ static int r_tostring(lua_State *L) {
 
 /* ---- dispatch ------------------------------------------------------------ */
 
+/* The callback loop of a dispatch, run under one lua_pcall (not one per event):
+ * deliver(ctx, on_delta, event_mt|nil). ctx->next is the next delta; ctx->stop is set
+ * when on_delta returns false. The pending count is read again after every call: a
+ * callback may cancel or close its own request, and closing frees the deltas. */
+typedef struct deliver_ctx {
+  request *r;
+  size_t next;
+  int stop;
+} deliver_ctx;
+
+static int deliver(lua_State *L) {
+  deliver_ctx *dc = (deliver_ctx *)lua_touserdata(L, 1);
+  request *r = dc->r;
+  int mt = lua_isnil(L, 3) ? 0 : 3;
+  int keys = lstream_push_keys(L);
+  while (dc->next < stream_pending(&r->as)) {
+    lua_pushvalue(L, 2);
+    lstream_push_event(L, &r->as, dc->next++, mt, keys);
+    lua_call(L, 2, 1);
+    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+      dc->stop = 1;
+      return 0;
+    }
+    lua_pop(L, 1);
+    if (r->state != REQ_RUNNING && r->reason == REASON_CANCELLED) return 0;  /* cancelled inside */
+  }
+  return 0;
+}
+
 /* Deliver r's pending deltas and, when due, its completion. The first error
  * raised by a callback is left at *err_slot (an absolute index, nil before). */
 static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
@@ -444,26 +473,25 @@ static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
       lua_pop(L, 1);
     }
   } else if (n && lua_isfunction(L, fn)) {
-    int keys = lstream_push_keys(L);
-    for (i = 0; i < n; i++) {
-      lua_pushvalue(L, fn);
-      lstream_push_event(L, &r->as, i, mt, keys);
-      if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-        if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
-        else lua_pop(L, 1);
-        if (r->state == REQ_RUNNING) engine_cancel(r);
-        else r->reason = REASON_CANCELLED;
-        break;
-      }
-      if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-        lua_pop(L, 1);
-        /* the caller's no wins even when the last bytes already arrived */
-        if (r->state == REQ_RUNNING) engine_cancel(r);
-        else r->reason = REASON_CANCELLED;
-        break;
-      }
-      lua_pop(L, 1);
-      if (r->state != REQ_RUNNING && r->reason == REASON_CANCELLED) break;  /* cancelled inside */
+    deliver_ctx dc;
+    dc.r = r;
+    dc.next = 0;
+    dc.stop = 0;
+    lua_pushcfunction(L, deliver);
+    lua_pushlightuserdata(L, &dc);
+    lua_pushvalue(L, fn);
+    if (mt) lua_pushvalue(L, mt);
+    else lua_pushnil(L);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+      if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
+      else lua_pop(L, 1);
+      dc.stop = 1;
+    }
+    /* an error, or the caller's no: cancel (the no wins even when the last bytes already
+     * arrived) */
+    if (dc.stop) {
+      if (r->state == REQ_RUNNING) engine_cancel(r);
+      else r->reason = REASON_CANCELLED;
     }
   }
   stream_clear_pending(&r->as);
