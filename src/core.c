@@ -405,7 +405,8 @@ static int deliver(lua_State *L) {
   deliver_ctx *dc = (deliver_ctx *)lua_touserdata(L, 1);
   request *r = dc->r;
   int mt = lua_isnil(L, 3) ? 0 : 3;
-  int keys = lstream_push_keys(L);
+  /* key strings on the stack pay off from a few events on (a paced stream has one) */
+  int keys = stream_pending(&r->as) > 2 ? lstream_push_keys(L) : 0;
   while (dc->next < stream_pending(&r->as)) {
     lua_pushvalue(L, 2);
     lstream_push_event(L, &r->as, dc->next++, mt, keys);

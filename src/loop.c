@@ -310,8 +310,8 @@ int engine_drive(engine *e, int wait_ms) {
   if (wait_ms < 0) wait_ms = 0;
 #ifdef LLMCHAT_EPOLL
   {
-    struct epoll_event evs[64];
-    n = epoll_wait(e->epfd, evs, 64, wait_ms);
+    struct epoll_event evs[256];  /* 1,000 paced streams: fewer, fuller wake-ups */
+    n = epoll_wait(e->epfd, evs, 256, wait_ms);
     for (i = 0; i < n; i++) {
       int mask = 0;
       if (evs[i].events & (EPOLLIN | EPOLLHUP)) mask |= CURL_CSELECT_IN;
