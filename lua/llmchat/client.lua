@@ -137,6 +137,14 @@ function M.new(opts)
     for _, h in ipairs(header_list(opts.headers, "llmchat.client")) do hdrs[#hdrs + 1] = h end
   end
   self._headers = hdrs
+  local function with_accept(accept)
+    local l = {}
+    for i, h in ipairs(hdrs) do l[i] = h end
+    l[#l + 1] = accept
+    return l
+  end
+  self._headers_json = with_accept("Accept: application/json")
+  self._headers_sse = with_accept("Accept: text/event-stream")
   return self
 end
 
@@ -448,11 +456,15 @@ function Client:_prepare(params, force_stream)
     body.model = nil
   end
   local text, eerr = json.encode(body)
-  local hdrs = {}
-  for i, h in ipairs(self._headers) do hdrs[i] = h end
-  hdrs[#hdrs + 1] = stream and "Accept: text/event-stream" or "Accept: application/json"
+  local hdrs
   if params.headers then
+    hdrs = {}
+    for i, h in ipairs(self._headers) do hdrs[i] = h end
+    hdrs[#hdrs + 1] = stream and "Accept: text/event-stream" or "Accept: application/json"
     for _, h in ipairs(header_list(params.headers, "llmchat")) do hdrs[#hdrs + 1] = h end
+  else
+    -- the client's own list with the Accept line, built once (core.request copies it)
+    hdrs = stream and self._headers_sse or self._headers_json
   end
   if not text then
     return nil, errors.new({ kind = "bad_request", message = "request body: " .. tostring(eerr) })

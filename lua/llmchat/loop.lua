@@ -55,6 +55,7 @@ end
 
 --- Seconds until the next timer (of `owner` when given), nil if none.
 local function next_delay(owner)
+  if heap[1] == nil then return nil end
   if owner then
     local best
     for _, t in ipairs(heap) do
@@ -67,15 +68,22 @@ local function next_delay(owner)
 end
 
 -- Fires due timers; with `owner`, only that owner's (the rest stay queued).
+local function by_time(a, b) return a.at < b.at end
+
 local function fire_timers(owner)
+  if heap[1] == nil then return end  -- the common case: no timer at all
   local t0 = now()
   if owner then
-    local due = {}
+    local due
     for i = #heap, 1, -1 do
       local t = heap[i]
-      if t.owner == owner and t.at <= t0 then due[#due + 1] = t end
+      if t.owner == owner and t.at <= t0 then
+        due = due or {}
+        due[#due + 1] = t
+      end
     end
-    table.sort(due, function(a, b) return a.at < b.at end)
+    if not due then return end
+    table.sort(due, by_time)
     for _, t in ipairs(due) do
       if not t.cancelled then
         t.cancelled = true
@@ -239,18 +247,20 @@ end
 --- Waits until `call` is done. In a coroutine of ours: yields to the
 -- scheduler. Otherwise drives the engine, dispatching only this call's
 -- callbacks and timers, so a blocking call never fires another request's.
+local function is_done(call) return call.done end
+
 function M.wait(call, until_fn)
-  until_fn = until_fn or function() return call.done end
+  until_fn = until_fn or is_done
   local task = M.current_task()
   if task then
     local prev = task.call
     task.call = call
     call.waiter = task
-    while not until_fn() do coroutine.yield() end
+    while not until_fn(call) do coroutine.yield() end
     task.call = prev
     return
   end
-  while not until_fn() do
+  while not until_fn(call) do
     local wait = 1.0
     local nt = next_delay(call)
     if nt and nt < wait then wait = nt end

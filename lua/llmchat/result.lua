@@ -37,27 +37,29 @@ local function finish_result(res)
   return res
 end
 
---- From a decoded chat.completion body.
+--- From a decoded chat.completion body (freshly decoded, so it is reshaped in
+-- place: provider extensions such as OpenRouter's provider or Perplexity's
+-- citations stay where they are).
 function M.from_completion(body)
-  local res = {
-    id = body.id, model = body.model, created = body.created, object = body.object,
-    system_fingerprint = body.system_fingerprint, usage = body.usage,
-    choices = {},
-  }
-  -- provider extensions (OpenRouter's provider, Perplexity's citations ...) stay
-  for k, v in pairs(body) do
-    if res[k] == nil and k ~= "choices" then res[k] = v end
-  end
-  for i, ch in ipairs(type(body.choices) == "table" and body.choices or {}) do
-    if type(ch) == "table" then
-      local msg = type(ch.message) == "table" and ch.message or {}
-      res.choices[i] = {
-        index = ch.index or (i - 1), finish_reason = ch.finish_reason, logprobs = ch.logprobs,
-        reasoning = first_reasoning(msg), message = history_message(msg),
-      }
+  local choices, out = body.choices, {}
+  if type(choices) == "table" then
+    for i, ch in ipairs(choices) do
+      if type(ch) == "table" then
+        local msg = ch.message
+        if type(msg) ~= "table" then msg = {} end
+        local reasoning = first_reasoning(msg)
+        if msg.reasoning_content ~= nil or msg.reasoning ~= nil then
+          msg = history_message(msg)
+        elseif msg.role == nil then
+          msg.role = "assistant"
+        end
+        out[i] = { index = ch.index or (i - 1), finish_reason = ch.finish_reason,
+          logprobs = ch.logprobs, reasoning = reasoning, message = msg }
+      end
     end
   end
-  return finish_result(res)
+  body.choices = out
+  return finish_result(body)
 end
 
 --- From the C assembler's table (a streamed completion).
