@@ -260,8 +260,11 @@ static int r_status(lua_State *L) {
 static int r_headers(lua_State *L) {
   lrequest *lr = check_req(L, 1);
   const bytebuf *h = &lr->r.resp_headers;
-  size_t i = 0;
-  lua_newtable(L);
+  size_t i = 0, n = 0;
+  for (i = 0; i < h->len; i++) n += h->p[i] == '\0';
+  /* sized once: no rehash as the fields go in */
+  lua_createtable(L, 0, (int)(n / 2 < 1024 ? n / 2 : 1024));
+  i = 0;
   while (i < h->len) {
     const char *k = h->p + i;
     size_t kl = strlen(k);
