@@ -372,8 +372,9 @@ static int r_error_json(lua_State *L) {
  * array of the n event tables, each with its text in ev.delta (what an iterator wants:
  * one call instead of n) */
 static int r_handlers(lua_State *L) {
-  check_req(L, 1);
+  lrequest *lr = check_req(L, 1);
   lua_settop(L, 5);
+  lr->r.max_pending = lua_toboolean(L, 5) ? MAX_PENDING_BATCH : MAX_PENDING_DELTAS;
   lua_getuservalue(L, 1);
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, "on_delta");

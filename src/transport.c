@@ -49,7 +49,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud) {
   if (!r->mode_decided) decide_mode(r);
   if (r->sse_mode) {
     int rc;
-    if (stream_pending(&r->as) >= MAX_PENDING_DELTAS) {
+    if (stream_pending(&r->as) >= r->max_pending) {
       /* nothing consumed: libcurl delivers these bytes again after the unpause */
       r->paused = 1;
       return CURL_WRITEFUNC_PAUSE;
@@ -121,6 +121,7 @@ int request_init(request *r, engine *home) {
   buf_init(&r->resp_body);
   r->max_body = (size_t)64 * 1024 * 1024;
   r->max_line = SSE_DEFAULT_MAX_LINE;
+  r->max_pending = MAX_PENDING_DELTAS;
   r->home = home;
   /* a pooled handle keeps its allocations (and libcurl its DNS cache) */
   if (home && !home->closed && home->npool > 0) {

@@ -17,6 +17,10 @@
  * (libcurl keeps the bytes) until Lua has taken them. Memory stays bounded
  * however fast the server and however slow the consumer. */
 #define MAX_PENDING_DELTAS 512
+/* The same for a request whose events go to an iterator in one array per dispatch: the
+ * array keeps them all alive until the loop has taken them, so a smaller batch keeps the
+ * garbage collector's work (and the cache footprint) down. */
+#define MAX_PENDING_BATCH 128
 
 /* why a transfer ended, beyond libcurl's own result code */
 typedef enum req_reason {
@@ -70,6 +74,7 @@ typedef struct request {
   int in_ready;
   unsigned ready_gen;           /* the engine's dispatch generation when it became ready */
   int paused;                   /* libcurl holds the rest until Lua took the pending deltas */
+  size_t max_pending;           /* MAX_PENDING_DELTAS, or MAX_PENDING_BATCH */
   int completion_due;           /* done, completion not yet dispatched */
 } request;
 
