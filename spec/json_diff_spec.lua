@@ -706,39 +706,39 @@ describe("core.json_decode", function()
   end)
 
   it("reads integers exactly and other numbers as strtod does", function()
-    local function num(text, want, want_type, raw)
+    local function numis(text, want, want_type, raw)
       local v = decode(text, raw)
       assert.equal(want, v, text)
       assert.equal(want_type, math.type(v), text)
     end
-    num("0", 0, "integer")
-    num("-0", 0, "integer")
-    num("-0.0", 0, "integer")
+    numis("0", 0, "integer")
+    numis("-0", 0, "integer")
+    numis("-0.0", 0, "integer")
     local negz = decode("-0.0", true)
     assert.equal("float", math.type(negz))
     assert.equal(-math.huge, 1 / negz)
-    num("1.0", 1, "integer")
-    num("1.0", 1.0, "float", true)
-    num("1", 1, "integer", true)
-    num("1e2", 100, "integer")
-    num("1E+2", 100.0, "float", true)
-    num("1.5", 1.5, "float")
-    num("-2.5e-3", -0.0025, "float")
-    num("9007199254740993", 9007199254740993, "integer")           -- 2^53 + 1: exact
-    num("-9007199254740993", -9007199254740993, "integer")
-    num("9007199254740992.0", 9007199254740992, "integer")         -- 2^53: whole, in range
-    num("9007199254740994.0", 9007199254740994.0, "float")         -- beyond 2^53: a float
-    num("9223372036854775807", math.maxinteger, "integer")
-    num("-9223372036854775808", math.mininteger, "integer")
-    num("9223372036854775808", 2.0 ^ 63, "float")                  -- too big: a float, as cjson
-    num("-9223372036854775809", -(2.0 ^ 63), "float")
-    num("123456789012345678901234567890", 1.2345678901234568e29, "float")
-    num("1e400", math.huge, "float")
-    num("-1e400", -math.huge, "float")
-    num("1e-400", 0, "integer")
-    num("0." .. string.rep("0", 100) .. "1", 1e-101, "float")      -- longer than 64 bytes
-    num(string.rep("9", 400), 1e400, "float")
-    num("1" .. string.rep("0", 300), 1e300, "float")
+    numis("1.0", 1, "integer")
+    numis("1.0", 1.0, "float", true)
+    numis("1", 1, "integer", true)
+    numis("1e2", 100, "integer")
+    numis("1E+2", 100.0, "float", true)
+    numis("1.5", 1.5, "float")
+    numis("-2.5e-3", -0.0025, "float")
+    numis("9007199254740993", 9007199254740993, "integer")           -- 2^53 + 1: exact
+    numis("-9007199254740993", -9007199254740993, "integer")
+    numis("9007199254740992.0", 9007199254740992, "integer")         -- 2^53: whole, in range
+    numis("9007199254740994.0", 9007199254740994.0, "float")         -- beyond 2^53: a float
+    numis("9223372036854775807", math.maxinteger, "integer")
+    numis("-9223372036854775808", math.mininteger, "integer")
+    numis("9223372036854775808", 2.0 ^ 63, "float")                  -- too big: a float, as cjson
+    numis("-9223372036854775809", -(2.0 ^ 63), "float")
+    numis("123456789012345678901234567890", 1.2345678901234568e29, "float")
+    numis("1e400", math.huge, "float")
+    numis("-1e400", -math.huge, "float")
+    numis("1e-400", 0, "integer")
+    numis("0." .. string.rep("0", 100) .. "1", 1e-101, "float")      -- longer than 64 bytes
+    numis(string.rep("9", 400), 1e400, "float")
+    numis("1" .. string.rep("0", 300), 1e300, "float")
     for _, bad in ipairs({ "01", "-", "+1", ".5", "1.", "-.5", "1.e5", "1e", "1e+", "0x10", "NaN", "Infinity", "-inf" }) do
       rejects(bad)
     end
@@ -763,6 +763,52 @@ describe("core.json_decode", function()
       '"\\ud800\\ud800"', '"\\u12"', '"\\u12g4"', '"\\x"', '"a\0b"', '"open', '"\\' }) do
       rejects(bad)
     end
+  end)
+
+  it("returns the right strings from its string cache (same length, ends, hash slot)", function()
+    -- keys and values that share their length and first and last bytes, differing in one
+    -- byte anywhere: each decode must return its own bytes, warm cache or cold
+    for n = 1, 45 do
+      for _ = 1, 2 do
+        local texts = {}
+        for i = 1, n do
+          local b = {}
+          for j = 1, n do b[j] = j == i and "y" or "x" end
+          texts[#texts + 1] = concat(b)
+        end
+        for _, k in ipairs(texts) do
+          local t = decode('{"' .. k .. '":"' .. k .. '","' .. k .. 'z":["' .. k .. '"]}')
+          assert.equal(k, t[k])
+          assert.equal(k, t[k .. "z"][1])
+          local keys = 0
+          for _ in pairs(t) do keys = keys + 1 end
+          assert.equal(2, keys)
+        end
+      end
+    end
+    -- a thousand distinct short keys, twice: every slot replaced many times
+    for _ = 1, 2 do
+      local parts = {}
+      for i = 1, 1000 do parts[i] = ('"k%d":%d'):format(i, i) end
+      local t = decode("{" .. concat(parts, ",") .. "}")
+      for i = 1, 1000 do assert.equal(i, t["k" .. i]) end
+      local n = 0
+      for _ in pairs(t) do n = n + 1 end
+      assert.equal(1000, n)
+    end
+  end)
+
+  it("sizes tables by what it saw before without changing what it returns", function()
+    local big = {}
+    for i = 1, 300 do big[i] = tostring(i) end
+    local t = decode('{"a":[' .. concat(big, ",") .. '],"o":{"x":1,"y":2,"z":3,"w":4,"v":5,"u":6}}')
+    assert.equal(300, #t.a)
+    t = decode('{"a":[7],"o":{}}')
+    assert.same({ 7 }, t.a)
+    assert.same({}, t.o)
+    t = decode('{"a":[],"o":{"x":null}}')
+    assert.same({}, t.a)
+    assert.same({}, t.o)
   end)
 
   it("accepts any value at the top level", function()
