@@ -170,6 +170,7 @@ describe("client:models", function()
     assert.equal("auth", err.kind)
     local dead = llmchat.client{ base_url = "http://127.0.0.1:1/v1", max_retries = 0 }
     res, err = dead:models()
+    assert.is_nil(res)
     assert.equal("network", err.kind)
   end)
 end)
