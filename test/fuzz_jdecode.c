@@ -109,14 +109,15 @@ static int nv_value(lua_State *L, jscan *s, int raw, int in_object) {
 
 static int same(lua_State *L, int a, int b, int depth);
 
-/* every key of table a maps to an equal value in table b */
-static int subset(lua_State *L, int a, int b, int depth) {
+/* every key of table a maps to an equal value in table b (deep: when deep is 0, only
+ * that b has the key; comparing both ways deeply would cost 2^depth) */
+static int subset(lua_State *L, int a, int b, int depth, int deep) {
   lua_pushnil(L);
   while (lua_next(L, a)) {
     int ok;
     lua_pushvalue(L, -2);
     lua_rawget(L, b);
-    ok = same(L, lua_gettop(L) - 1, lua_gettop(L), depth + 1);
+    ok = deep ? same(L, lua_gettop(L) - 1, lua_gettop(L), depth + 1) : !lua_isnil(L, -1);
     lua_pop(L, 2);
     if (!ok) {
       lua_pop(L, 1);
@@ -143,7 +144,7 @@ static int same(lua_State *L, int a, int b, int depth) {
       lua_pop(L, 1);
       return 0;
     }
-    return subset(L, a, b, depth) && subset(L, b, a, depth);
+    return subset(L, a, b, depth, 1) && subset(L, b, a, depth, 0);
   default:
     return lua_rawequal(L, a, b);
   }
