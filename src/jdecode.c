@@ -9,9 +9,12 @@
  *
  * Two per-state caches (a userdata in the registry) make repeated responses cheap; neither
  * changes a result:
- *   - short strings (keys, "assistant", "stop", model names): a direct-mapped table of the
- *     last Lua string seen per hash slot, compared byte for byte, so a hit skips Lua's
- *     string interning; the strings are anchored in the userdata's user value table;
+ *   - short strings (keys, "assistant", "stop", model names): a direct-mapped table of Lua
+ *     strings by hash slot, compared byte for byte, so a hit skips Lua's string interning;
+ *     the strings are anchored in the userdata's user value table. A string is admitted
+ *     the second time in a row its slot sees it (the first only notes its key words), so
+ *     strings that never repeat (ids, arguments) neither pay for anchoring nor evict the
+ *     ones that do;
  *   - table size hints: the member/element count last seen for an object or array under
  *     the same key at the same depth, so lua_createtable sizes it once instead of growing
  *     it 1, 2, 4, 8 (capped, so a one-off huge array cannot inflate later tables). */
@@ -41,6 +44,8 @@ typedef struct jd_cache {
   const char *str[JD_NSTR]; /* the bytes of the Lua string at index slot+1, or NULL */
   size_t len[JD_NSTR];
   uint64_t a[JD_NSTR], b[JD_NSTR]; /* its jd_key words */
+  uint64_t pa[JD_NSTR], pb[JD_NSTR]; /* a candidate's key words and length (admission) */
+  size_t plen[JD_NSTR];
   unsigned char hint[JD_NHINT];
 } jd_cache;
 
@@ -133,6 +138,14 @@ static unsigned jd_push_bytes(lua_State *L, jd_cache *c, const char *p, size_t n
     return h;
   }
   lua_pushlstring(L, p, n);
+  if (c->plen[slot] != n || c->pa[slot] != k.a || c->pb[slot] != k.b) {
+    /* first sighting (as far as the key words tell): a candidate only */
+    c->plen[slot] = n;
+    c->pa[slot] = k.a;
+    c->pb[slot] = k.b;
+    return h;
+  }
+  c->plen[slot] = (size_t)-1; /* no length matches: the candidate is taken */
   lua_pushvalue(L, -1);
   lua_rawseti(L, JD_STRS, (lua_Integer)slot + 1); /* anchors it: the pointer stays valid */
   c->str[slot] = lua_tostring(L, -1);
