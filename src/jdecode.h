@@ -10,7 +10,8 @@
  * Normalised (raw false, the default), the result equals
  * json_normalize(cjson.decode(s)): object members whose value is null are absent (a later
  * duplicate null removes an earlier value), nulls in arrays and at the top level are the
- * NULL lightuserdata (cjson.null), whole floats within +-2^53 are integers on Lua 5.3+.
+ * NULL lightuserdata (cjson.null), whole floats within +-2^53 are integers on Lua 5.3+
+ * (also a top-level number, which json_normalize, walking only tables, leaves alone).
  * The one deliberate difference: an integer literal (no fraction, no exponent) that fits a
  * lua_Integer is that integer exactly, also above 2^53 where cjson's double rounds.
  * raw true: nulls are the NULL lightuserdata everywhere and numbers with a fraction or an
