@@ -9,8 +9,9 @@
  *   - a rejected chunk must leave the assembler unchanged;
  *   - every pending delta must point inside the buffers it refers to;
  *   - memory stays bounded: pending deltas are cleared as a consumer would;
- *   - the prefix cache changes nothing: a second assembler whose cache is emptied before
- *     every chunk returns the same codes and ends in the same state, byte for byte.
+ *   - the prefix cache and the chunk template change nothing: a second assembler whose
+ *     caches are emptied before every chunk returns the same codes and ends in the same
+ *     state, byte for byte.
  * Any disagreement aborts, so libFuzzer saves the input. */
 #include "jscan.h"
 #include "stream.h"
@@ -261,7 +262,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc, valid;
     snap(&a, &before);
     rc = stream_chunk(&a, (const char *)data + start, len);
-    b.pfx.len = 0; /* no cache for b */
+    b.pfx.len = 0; /* no prefix cache and no template for b */
+    b.tpl.len = 0;
     if (stream_chunk(&b, (const char *)data + start, len) != rc) abort();
     check_same(&a, &b);
     valid = naive_valid(data + start, len);

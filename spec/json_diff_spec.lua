@@ -576,6 +576,42 @@ describe("JSON differential test against lua-cjson (strict)", function()
     end
   end)
 
+  -- Chunks of one shape with new string values take the assembler's template path
+  -- (src/stream.c): the same keys, numbers and nulls, byte for byte, other strings. Strings
+  -- inside containers the assembler keeps whole (usage, error) move the container's end.
+  local SHAPES = {
+    function() return '{"id":' .. str() .. ',"object":"chat.completion.chunk","created":1744186429,"model":' ..
+      str() .. ',"system_fingerprint":' .. str() .. ',"choices":[{"index":0,"delta":{"content":' .. str() ..
+      '},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":' .. str() .. '}' end,
+    function() return '{"id":' .. str() .. ',"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":' ..
+      str() .. ',"type":"function","function":{"name":' .. str() .. ',"arguments":' .. str() .. '}}]}}]}' end,
+    function() return '{"id":' .. str() .. ',"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,' ..
+      '"function":{"arguments":' .. str() .. '}}]}}]}' end,
+    function() return '{"choices":[{"index":0,"delta":{"content":' .. str() .. '}},{"index":1,"delta":' ..
+      '{"reasoning_content":' .. str() .. '}}],"model":' .. str() .. '}' end,
+    function() return '{"id":' .. str() .. ',"choices":[],"usage":{"prompt_tokens":5,"note":' .. str() ..
+      ',"completion_tokens":1,"total_tokens":6}}' end,
+    function() return '{"error":{"message":' .. str() .. ',"code":502,"type":' .. str() .. '}}' end,
+    function() return '{"choices":[{"index":0,"delta":{"refusal":' .. str() .. '},"finish_reason":' .. str() .. '}]}' end,
+    function() return ws() .. '{"choices":[{"index":0,"delta":{"content":' .. str() .. '}}]' .. ws() .. '}' end,
+  }
+
+  it("agrees on streams that repeat one shape with new strings (the chunk template)", function()
+    for _ = 1, 1500 do
+      local shapes = { pick(SHAPES), pick(SHAPES) }
+      local a, R = core.stream.assembler(), ref_new()
+      local last
+      for _ = 1, 2 + rnd(10) do
+        last = chance(0.85) and shapes[1]() or chance(0.7) and shapes[2]() or mutate(shapes[1]())
+        feed(a, R, last)
+        stats.chunks = stats.chunks + 1
+      end
+      compare_results(a, R, last or "")
+      a:close()
+      stats.streams = stats.streams + 1
+    end
+  end)
+
   it("agrees on mutated chat chunks", function()
     for _ = 1, 6000 do
       local style = { n = rnd(3), index = chance(0.85), idp = 0.6 }

@@ -17,6 +17,8 @@ void jscan_init(jscan *s, const char *buf, size_t len) {
   s->depth = 0;
   s->err = NULL;
   s->errpos = 0;
+  s->rec = NULL;
+  s->nrec = s->caprec = 0;
 }
 
 static int fail(jscan *s, const char *at, const char *msg) {
@@ -180,7 +182,13 @@ static int scan_literal(jscan *s, jspan *v, const char *lit, size_t n, int type)
 /* A scalar at s->p (whitespace skipped, c is its first byte). */
 static int scan_scalar(jscan *s, int c, jspan *v) {
   switch (c) {
-  case '"': return scan_string(s, v);
+  case '"':
+    if (scan_string(s, v)) return -1;
+    if (s->rec) {
+      if (s->nrec < s->caprec) s->rec[s->nrec] = *v;
+      s->nrec++;
+    }
+    return 0;
   case 't': return scan_literal(s, v, "true", 4, JSCAN_TRUE);
   case 'f': return scan_literal(s, v, "false", 5, JSCAN_FALSE);
   case 'n': return scan_literal(s, v, "null", 4, JSCAN_NULL);
@@ -237,6 +245,11 @@ static int skip_container(jscan *s, int c) {
       }
     }
   }
+}
+
+int jscan_string(jscan *s, jspan *v) {
+  if (s->p >= s->end || *s->p != '"') return fail(s, s->p, "expected a string");
+  return scan_string(s, v);
 }
 
 int jscan_value(jscan *s, jspan *v) {

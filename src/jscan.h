@@ -58,6 +58,11 @@ typedef struct jscan {
   /* open container kinds by depth, one bit each (1 = object): lets jscan_value skip any
    * nesting without recursion */
   uint64_t kinds[(JSCAN_MAX_DEPTH + 64) / 64];
+  /* Optional (NULL after jscan_init): every string *value* scanned (not object keys) is
+   * appended to rec while nrec < caprec; nrec counts them all, so nrec > caprec means
+   * some were not recorded. The stream assembler's chunk template uses it. */
+  jspan *rec;
+  size_t nrec, caprec;
 } jscan;
 
 void jscan_init(jscan *s, const char *buf, size_t len);
@@ -79,6 +84,9 @@ static inline int jscan_peek(jscan *s) {
 
 /* Scans and validates one value of any type after optional whitespace; fills *v. */
 int jscan_value(jscan *s, jspan *v);
+
+/* A string value with s->p at its opening quote (no whitespace skipped, not recorded). */
+int jscan_string(jscan *s, jspan *v);
 
 /* Consumes an opening '{' or '[' (whitespace already skipped, the byte is `open`),
  * counting it against the depth limit. */

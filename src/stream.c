@@ -323,6 +323,232 @@ static int parse_xgroq(jscan *s, sc_top *t) {
   return r;
 }
 
+/* ---- the chunk template ----
+ * Past its first chunks, a stream repeats one shape: the same keys, numbers, nulls and
+ * punctuation, byte for byte, with new string values (the delta's text, the provider's
+ * "obfuscation" padding). The parse phase never looks inside a string value (only at keys
+ * and at value types), so a chunk that equals an earlier one outside its string values
+ * parses into the same records, with the spans moved to its own strings. The template is
+ * the bytes of the last chunk parsed in full plus that parse, its string values recorded
+ * by the scanner (jscan.rec). A new chunk is compared with it segment by segment (memcmp
+ * of the bytes between string values, each new string value scanned and validated in
+ * place); when every segment matches, the records are copied with their spans moved, and
+ * only the apply phase runs. Any difference (a key, a null where a string was, a number)
+ * falls back to the full parse, which then saves the new template. */
+
+#define TPL_MAXV 64       /* string values a template may have */
+#define TPL_MAXLEN 16384  /* bytes of a template chunk */
+
+typedef struct stream_tpl {
+  jspan rec[TPL_MAXV];                 /* the recorder's array during a full parse */
+  size_t nv;                           /* string values of the template */
+  size_t voff[TPL_MAXV], vn[TPL_MAXV]; /* their content: offset and length */
+  sc_top t;                            /* the template's parse; spans into stream_asm.tpl */
+  sc_choice *sc;
+  size_t nsc, capsc;
+  sc_call *scc;
+  size_t nscc, capscc;
+  /* string values recorded in the prefix cache's bytes (offsets into them) */
+  size_t pfx_nv;
+  size_t pfx_voff[TPL_MAXV], pfx_vn[TPL_MAXV];
+  unsigned char pfx_vesc[TPL_MAXV];
+  /* where each recorded span of the parse goes, worked out once at save time: for a
+   * string, the index of its value among the string values; for anything else, how many
+   * string values lie before its start (k) and before its end (kend). In the order
+   * tpl_match visits them: t's six spans, then six per choice, then four per call. */
+  unsigned short *mk, *mkend;
+  size_t capmv;
+  /* a match's scratch: the new chunk's string values, and the running length change */
+  size_t noff[TPL_MAXV], nn[TPL_MAXV];
+  unsigned char nesc[TPL_MAXV];
+  ptrdiff_t shift[TPL_MAXV + 1];
+} stream_tpl;
+
+static void span_rebase(jspan *v, const char *from, const char *to) {
+  if (v->type != JSCAN_NONE) v->p = to + (v->p - from);
+}
+
+static void top_rebase(sc_top *t, const char *from, const char *to) {
+  span_rebase(&t->id, from, to); span_rebase(&t->model, from, to);
+  span_rebase(&t->sysfp, from, to); span_rebase(&t->usage, from, to);
+  span_rebase(&t->xusage, from, to); span_rebase(&t->error, from, to);
+}
+
+static void choice_rebase(sc_choice *c, const char *from, const char *to) {
+  span_rebase(&c->finish, from, to); span_rebase(&c->role, from, to);
+  span_rebase(&c->content, from, to); span_rebase(&c->rcontent, from, to);
+  span_rebase(&c->reasoning, from, to); span_rebase(&c->refusal, from, to);
+}
+
+static void call_rebase(sc_call *c, const char *from, const char *to) {
+  span_rebase(&c->id, from, to); span_rebase(&c->type, from, to);
+  span_rebase(&c->name, from, to); span_rebase(&c->args, from, to);
+}
+
+/* How many template string values begin before offset off. */
+static size_t tpl_before(const stream_tpl *x, size_t off) {
+  size_t lo = 0, hi = x->nv;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (x->voff[mid] < off) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* At save time: the move of template span v (slot i); 0 if it cannot be described. */
+static int tpl_plan(stream_tpl *x, const char *base, const jspan *v, size_t i) {
+  size_t off, k;
+  if (v->type == JSCAN_NONE) return 1;
+  off = (size_t)(v->p - base);
+  k = tpl_before(x, off);
+  if (v->type == JSCAN_STRING) {
+    if (k >= x->nv || x->voff[k] != off) return 0; /* every string value is recorded */
+    x->mk[i] = (unsigned short)k;
+    return 1;
+  }
+  x->mk[i] = (unsigned short)k;
+  x->mkend[i] = (unsigned short)tpl_before(x, off + v->n);
+  return 1;
+}
+
+/* At match time: template span v (slot i) moved into the new chunk json. */
+static void tpl_move(const stream_tpl *x, const char *tbase, jspan *v, size_t i, const char *json) {
+  if (v->type == JSCAN_NONE) return;
+  if (v->type == JSCAN_STRING) {
+    size_t k = x->mk[i];
+    v->p = json + x->noff[k];
+    v->n = x->nn[k];
+    v->esc = x->nesc[k];
+  } else {
+    /* a number, literal or container: its ends move by the change of the strings before */
+    ptrdiff_t start = (v->p - tbase) + x->shift[x->mk[i]];
+    ptrdiff_t stop = (v->p - tbase) + (ptrdiff_t)v->n + x->shift[x->mkend[i]];
+    v->p = json + start;
+    v->n = (size_t)(stop - start);
+  }
+}
+
+/* After a full parse of json that succeeded: it becomes the template (or, when it cannot,
+ * there is none). */
+static void tpl_save(stream_asm *a, const jscan *s, const char *json, size_t len, const sc_top *t) {
+  stream_tpl *x = a->tplx;
+  size_t i;
+  a->tpl.len = 0;
+  if (!x || s->nrec > TPL_MAXV || len > TPL_MAXLEN || len == 0) return;
+  if (grow((void **)&x->sc, &x->capsc, a->nsc, sizeof *x->sc) ||
+      grow((void **)&x->scc, &x->capscc, a->nscc, sizeof *x->scc) || sbuf_set(&a->tpl, json, len)) {
+    a->tpl.len = 0;
+    return;
+  }
+  x->nv = s->nrec;
+  for (i = 0; i < x->nv; i++) {
+    x->voff[i] = (size_t)(x->rec[i].p - json);
+    x->vn[i] = x->rec[i].n;
+  }
+  x->t = *t;
+  top_rebase(&x->t, json, a->tpl.p);
+  x->nsc = a->nsc;
+  for (i = 0; i < a->nsc; i++) {
+    x->sc[i] = a->sc[i];
+    choice_rebase(&x->sc[i], json, a->tpl.p);
+  }
+  x->nscc = a->nscc;
+  for (i = 0; i < a->nscc; i++) {
+    x->scc[i] = a->scc[i];
+    call_rebase(&x->scc[i], json, a->tpl.p);
+  }
+  {
+    size_t nslots = 6 + 6 * x->nsc + 4 * x->nscc, j = 0;
+    const char *b = a->tpl.p;
+    int ok = 1;
+    if (nslots > x->capmv) {
+      unsigned short *m1 = (unsigned short *)realloc(x->mk, nslots * sizeof *m1);
+      if (m1) x->mk = m1;
+      unsigned short *m2 = m1 ? (unsigned short *)realloc(x->mkend, nslots * sizeof *m2) : NULL;
+      if (m2) x->mkend = m2;
+      if (!m1 || !m2) {
+        a->tpl.len = 0;
+        return;
+      }
+      x->capmv = nslots;
+    }
+    ok = tpl_plan(x, b, &x->t.id, j++) && tpl_plan(x, b, &x->t.model, j++) &&
+         tpl_plan(x, b, &x->t.sysfp, j++) && tpl_plan(x, b, &x->t.usage, j++) &&
+         tpl_plan(x, b, &x->t.xusage, j++) && tpl_plan(x, b, &x->t.error, j++);
+    for (i = 0; ok && i < x->nsc; i++) {
+      const sc_choice *ch = &x->sc[i];
+      ok = tpl_plan(x, b, &ch->finish, j++) && tpl_plan(x, b, &ch->role, j++) &&
+           tpl_plan(x, b, &ch->content, j++) && tpl_plan(x, b, &ch->rcontent, j++) &&
+           tpl_plan(x, b, &ch->reasoning, j++) && tpl_plan(x, b, &ch->refusal, j++);
+    }
+    for (i = 0; ok && i < x->nscc; i++) {
+      const sc_call *cc = &x->scc[i];
+      ok = tpl_plan(x, b, &cc->id, j++) && tpl_plan(x, b, &cc->type, j++) &&
+           tpl_plan(x, b, &cc->name, j++) && tpl_plan(x, b, &cc->args, j++);
+    }
+    if (!ok) a->tpl.len = 0;
+  }
+}
+
+/* 1 when json has the template's shape: t, a->sc, a->scc and the counts are then its
+ * records, exactly what a full parse would have produced. */
+static int tpl_match(stream_asm *a, const char *json, size_t len, sc_top *t) {
+  stream_tpl *x = a->tplx;
+  const char *c = a->tpl.p;
+  size_t lc = a->tpl.len, pc = 0, pn = 0, k, i, j = 0;
+  jscan s;
+  if (!x || lc == 0 || !json) return 0;
+  jscan_init(&s, json, len);
+  x->shift[0] = 0;
+  for (k = 0; k < x->nv; k++) {
+    size_t seg = x->voff[k] - pc;
+    jspan v;
+    if (len - pn < seg || memcmp(c + pc, json + pn, seg) != 0) return 0;
+    pn += seg; /* json[pn - 1] is the opening quote: it was in the segment */
+    s.p = json + pn - 1;
+    if (jscan_string(&s, &v)) return 0;
+    x->noff[k] = pn;
+    x->nn[k] = v.n;
+    x->nesc[k] = v.esc;
+    x->shift[k + 1] = x->shift[k] + (ptrdiff_t)v.n - (ptrdiff_t)x->vn[k];
+    pn += v.n;
+    pc = x->voff[k] + x->vn[k];
+  }
+  if (len - pn != lc - pc || memcmp(c + pc, json + pn, lc - pc) != 0) return 0;
+  if (grow((void **)&a->sc, &a->capsc, x->nsc, sizeof *a->sc) ||
+      grow((void **)&a->scc, &a->capscc, x->nscc, sizeof *a->scc))
+    return 0;
+  *t = x->t;
+  tpl_move(x, c, &t->id, j++, json);
+  tpl_move(x, c, &t->model, j++, json);
+  tpl_move(x, c, &t->sysfp, j++, json);
+  tpl_move(x, c, &t->usage, j++, json);
+  tpl_move(x, c, &t->xusage, j++, json);
+  tpl_move(x, c, &t->error, j++, json);
+  for (i = 0; i < x->nsc; i++) {
+    sc_choice *ch = &a->sc[i];
+    *ch = x->sc[i];
+    tpl_move(x, c, &ch->finish, j++, json);
+    tpl_move(x, c, &ch->role, j++, json);
+    tpl_move(x, c, &ch->content, j++, json);
+    tpl_move(x, c, &ch->rcontent, j++, json);
+    tpl_move(x, c, &ch->reasoning, j++, json);
+    tpl_move(x, c, &ch->refusal, j++, json);
+  }
+  for (i = 0; i < x->nscc; i++) {
+    sc_call *cc = &a->scc[i];
+    *cc = x->scc[i];
+    tpl_move(x, c, &cc->id, j++, json);
+    tpl_move(x, c, &cc->type, j++, json);
+    tpl_move(x, c, &cc->name, j++, json);
+    tpl_move(x, c, &cc->args, j++, json);
+  }
+  a->nsc = x->nsc;
+  a->nscc = x->nscc;
+  return 1;
+}
+
 /* ---- the prefix cache ----
  * Every chunk of a stream begins with the same bytes: {"id":"chatcmpl-...","object":
  * "chat.completion.chunk","created":...,"model":...,"system_fingerprint":..., and then
@@ -361,6 +587,17 @@ static void pfx_save(stream_asm *a, const jscan *s, const char *at, const sc_top
   }
   a->pfx_created = t->created;
   a->pfx_first = first;
+  /* the string values recorded so far are all in the prefix: a resumed scan gets them back */
+  if (a->tplx && s->rec) {
+    stream_tpl *x = a->tplx;
+    size_t k, m = s->nrec < TPL_MAXV ? s->nrec : TPL_MAXV;
+    x->pfx_nv = s->nrec;
+    for (k = 0; k < m; k++) {
+      x->pfx_voff[k] = (size_t)(s->rec[k].p - s->base);
+      x->pfx_vn[k] = s->rec[k].n;
+      x->pfx_vesc[k] = s->rec[k].esc;
+    }
+  }
 }
 
 /* After jscan_enter on the chunk's '{': 1 and the state restored when the cache applies. */
@@ -381,6 +618,17 @@ static int pfx_resume(stream_asm *a, jscan *s, sc_top *t, int *first) {
   t->created = a->pfx_created;
   *first = a->pfx_first;
   s->p = s->base + n - 1;
+  if (s->rec) {
+    const stream_tpl *x = a->tplx;
+    size_t k, m = x->pfx_nv < s->caprec ? x->pfx_nv : s->caprec;
+    for (k = 0; k < m; k++) {
+      s->rec[k].p = s->base + x->pfx_voff[k];
+      s->rec[k].n = x->pfx_vn[k];
+      s->rec[k].esc = x->pfx_vesc[k];
+      s->rec[k].type = JSCAN_STRING;
+    }
+    s->nrec = x->pfx_nv;
+  }
   return 1;
 }
 
@@ -617,9 +865,26 @@ int stream_chunk(stream_asm *a, const char *json, size_t len) {
   if (!json) json = ""; /* an empty payload may come as NULL: no arithmetic on NULL */
   a->nsc = a->nscc = 0;
   a->errmsg[0] = '\0';
+  if (!a->tplx) {
+    a->tplx = (stream_tpl *)calloc(1, sizeof *a->tplx);
+    /* the prefix cache keeps its string values in tplx: a prefix saved without it (or
+     * with none at all) is forgotten */
+    a->pfx.len = a->tpl.len = 0;
+  }
   jscan_init(&s, json, len);
-  r = parse_top(a, &s, &t);
-  if (r == 0) r = jscan_finish(&s);
+  if (tpl_match(a, json, len, &t)) {
+    r = 0;
+  } else {
+    memset(&t, 0, sizeof t);
+    a->nsc = a->nscc = 0;
+    if (a->tplx) {
+      s.rec = a->tplx->rec;
+      s.caprec = TPL_MAXV;
+    }
+    r = parse_top(a, &s, &t);
+    if (r == 0) r = jscan_finish(&s);
+    if (r == 0) tpl_save(a, &s, json, len, &t);
+  }
   if (r == 0) r = reserve_records(a, len);
   if (r == -1) {
     snprintf(a->errmsg, sizeof a->errmsg, "invalid JSON: %s at character %zu", s.err,
@@ -707,6 +972,14 @@ void stream_free(stream_asm *a) {
   sbuf_free(&a->model);
   sbuf_free(&a->system_fingerprint);
   sbuf_free(&a->pfx);
+  sbuf_free(&a->tpl);
+  if (a->tplx) {
+    free(a->tplx->sc);
+    free(a->tplx->scc);
+    free(a->tplx->mk);
+    free(a->tplx->mkend);
+    free(a->tplx);
+  }
   sbuf_free(&a->usage);
   sbuf_free(&a->error);
   sbuf_free(&a->raw);

@@ -155,6 +155,9 @@ typedef struct stream_asm {
   stream_pfx_span pfx_span[6]; /* id, model, system_fingerprint, usage, x_groq usage, error */
   double pfx_created;
   int pfx_first;
+  /* private: the chunk template (see stream.c): an earlier chunk's bytes and its parse */
+  stream_buf tpl;              /* len 0 = none */
+  struct stream_tpl *tplx;     /* allocated with the first template */
   char errmsg[160];
 } stream_asm;
 
