@@ -262,8 +262,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc, valid;
     snap(&a, &before);
     rc = stream_chunk(&a, (const char *)data + start, len);
-    b.pfx.len = 0; /* no prefix cache and no template for b */
-    b.tpl.len = 0;
+    stream_forget_caches(&b); /* no prefix cache and no templates for b */
     if (stream_chunk(&b, (const char *)data + start, len) != rc) abort();
     check_same(&a, &b);
     valid = naive_valid(data + start, len);

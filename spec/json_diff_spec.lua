@@ -598,11 +598,16 @@ describe("JSON differential test against lua-cjson (strict)", function()
 
   it("agrees on streams that repeat one shape with new strings (the chunk template)", function()
     for _ = 1, 1500 do
-      local shapes = { pick(SHAPES), pick(SHAPES) }
+      local shapes = { pick(SHAPES), pick(SHAPES), pick(SHAPES) }
+      local alternate = chance(0.5)  -- two shapes in turn (tool calls' fragments), or mostly one
       local a, R = core.stream.assembler(), ref_new()
       local last
-      for _ = 1, 2 + rnd(10) do
-        last = chance(0.85) and shapes[1]() or chance(0.7) and shapes[2]() or mutate(shapes[1]())
+      for i = 1, 2 + rnd(10) do
+        if alternate then
+          last = chance(0.9) and shapes[i % 2 + 1]() or chance(0.5) and shapes[3]() or mutate(shapes[1]())
+        else
+          last = chance(0.85) and shapes[1]() or chance(0.7) and shapes[2]() or mutate(shapes[1]())
+        end
         feed(a, R, last)
         stats.chunks = stats.chunks + 1
       end

@@ -338,26 +338,33 @@ static int parse_xgroq(jscan *s, sc_top *t) {
 
 #define TPL_MAXV 64       /* string values a template may have */
 #define TPL_MAXLEN 16384  /* bytes of a template chunk */
+#define TPL_SLOTS 2       /* templates kept: a tool-call stream alternates two shapes */
 
-typedef struct stream_tpl {
-  jspan rec[TPL_MAXV];                 /* the recorder's array during a full parse */
-  size_t nv;                           /* string values of the template */
+typedef struct tpl_slot {
+  stream_buf bytes;                    /* the chunk, len 0 = empty slot */
+  size_t nv;                           /* its string values */
   size_t voff[TPL_MAXV], vn[TPL_MAXV]; /* their content: offset and length */
-  sc_top t;                            /* the template's parse; spans into stream_asm.tpl */
+  sc_top t;                            /* its parse; spans into bytes */
   sc_choice *sc;
   size_t nsc, capsc;
   sc_call *scc;
   size_t nscc, capscc;
+  /* where each recorded span of the parse goes, worked out once at save time: for a
+   * string, the index of its value among the string values; for anything else, how many
+   * string values lie before its start (mk) and before its end (mkend). In the order
+   * tpl_match visits them: t's six spans, then six per choice, then four per call. */
+  unsigned short *mk, *mkend;
+  size_t capmv;
+} tpl_slot;
+
+typedef struct stream_tpl {
+  jspan rec[TPL_MAXV];                 /* the recorder's array during a full parse */
+  tpl_slot slot[TPL_SLOTS];
+  unsigned last;                       /* the slot matched or saved last */
   /* string values recorded in the prefix cache's bytes (offsets into them) */
   size_t pfx_nv;
   size_t pfx_voff[TPL_MAXV], pfx_vn[TPL_MAXV];
   unsigned char pfx_vesc[TPL_MAXV];
-  /* where each recorded span of the parse goes, worked out once at save time: for a
-   * string, the index of its value among the string values; for anything else, how many
-   * string values lie before its start (k) and before its end (kend). In the order
-   * tpl_match visits them: t's six spans, then six per choice, then four per call. */
-  unsigned short *mk, *mkend;
-  size_t capmv;
   /* a match's scratch: the new chunk's string values, and the running length change */
   size_t noff[TPL_MAXV], nn[TPL_MAXV];
   unsigned char nesc[TPL_MAXV];
@@ -385,8 +392,8 @@ static void call_rebase(sc_call *c, const char *from, const char *to) {
   span_rebase(&c->name, from, to); span_rebase(&c->args, from, to);
 }
 
-/* How many template string values begin before offset off. */
-static size_t tpl_before(const stream_tpl *x, size_t off) {
+/* How many of the slot's string values begin before offset off. */
+static size_t tpl_before(const tpl_slot *x, size_t off) {
   size_t lo = 0, hi = x->nv;
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
@@ -397,10 +404,10 @@ static size_t tpl_before(const stream_tpl *x, size_t off) {
 }
 
 /* At save time: the move of template span v (slot i); 0 if it cannot be described. */
-static int tpl_plan(stream_tpl *x, const char *base, const jspan *v, size_t i) {
+static int tpl_plan(tpl_slot *x, const jspan *v, size_t i) {
   size_t off, k;
   if (v->type == JSCAN_NONE) return 1;
-  off = (size_t)(v->p - base);
+  off = (size_t)(v->p - x->bytes.p);
   k = tpl_before(x, off);
   if (v->type == JSCAN_STRING) {
     if (k >= x->nv || x->voff[k] != off) return 0; /* every string value is recorded */
@@ -413,94 +420,100 @@ static int tpl_plan(stream_tpl *x, const char *base, const jspan *v, size_t i) {
 }
 
 /* At match time: template span v (slot i) moved into the new chunk json. */
-static void tpl_move(const stream_tpl *x, const char *tbase, jspan *v, size_t i, const char *json) {
+static void tpl_move(const stream_tpl *m, const tpl_slot *x, jspan *v, size_t i,
+                     const char *json) {
   if (v->type == JSCAN_NONE) return;
   if (v->type == JSCAN_STRING) {
     size_t k = x->mk[i];
-    v->p = json + x->noff[k];
-    v->n = x->nn[k];
-    v->esc = x->nesc[k];
+    v->p = json + m->noff[k];
+    v->n = m->nn[k];
+    v->esc = m->nesc[k];
   } else {
     /* a number, literal or container: its ends move by the change of the strings before */
-    ptrdiff_t start = (v->p - tbase) + x->shift[x->mk[i]];
-    ptrdiff_t stop = (v->p - tbase) + (ptrdiff_t)v->n + x->shift[x->mkend[i]];
+    ptrdiff_t start = (v->p - x->bytes.p) + m->shift[x->mk[i]];
+    ptrdiff_t stop = (v->p - x->bytes.p) + (ptrdiff_t)v->n + m->shift[x->mkend[i]];
     v->p = json + start;
     v->n = (size_t)(stop - start);
   }
 }
 
-/* After a full parse of json that succeeded: it becomes the template (or, when it cannot,
- * there is none). */
+static int slot_plan(tpl_slot *x) {
+  size_t nslots = 6 + 6 * x->nsc + 4 * x->nscc, i, j = 0;
+  int ok;
+  if (nslots > x->capmv) {
+    unsigned short *m1, *m2;
+    m1 = (unsigned short *)realloc(x->mk, nslots * sizeof *m1);
+    if (!m1) return 0;
+    x->mk = m1;
+    m2 = (unsigned short *)realloc(x->mkend, nslots * sizeof *m2);
+    if (!m2) return 0;
+    x->mkend = m2;
+    x->capmv = nslots;
+  }
+  ok = tpl_plan(x, &x->t.id, j++) && tpl_plan(x, &x->t.model, j++) &&
+       tpl_plan(x, &x->t.sysfp, j++) && tpl_plan(x, &x->t.usage, j++) &&
+       tpl_plan(x, &x->t.xusage, j++) && tpl_plan(x, &x->t.error, j++);
+  for (i = 0; ok && i < x->nsc; i++) {
+    const sc_choice *ch = &x->sc[i];
+    ok = tpl_plan(x, &ch->finish, j++) && tpl_plan(x, &ch->role, j++) &&
+         tpl_plan(x, &ch->content, j++) && tpl_plan(x, &ch->rcontent, j++) &&
+         tpl_plan(x, &ch->reasoning, j++) && tpl_plan(x, &ch->refusal, j++);
+  }
+  for (i = 0; ok && i < x->nscc; i++) {
+    const sc_call *cc = &x->scc[i];
+    ok = tpl_plan(x, &cc->id, j++) && tpl_plan(x, &cc->type, j++) &&
+         tpl_plan(x, &cc->name, j++) && tpl_plan(x, &cc->args, j++);
+  }
+  return ok;
+}
+
+/* After a full parse of json that succeeded: it becomes a template, in the slot not used
+ * last (or, when it cannot, that slot is emptied). */
 static void tpl_save(stream_asm *a, const jscan *s, const char *json, size_t len, const sc_top *t) {
-  stream_tpl *x = a->tplx;
+  stream_tpl *m = a->tplx;
+  tpl_slot *x;
   size_t i;
-  a->tpl.len = 0;
-  if (!x || s->nrec > TPL_MAXV || len > TPL_MAXLEN || len == 0) return;
+  if (!m) return;
+  m->last = (m->last + 1) % TPL_SLOTS;
+  x = &m->slot[m->last];
+  x->bytes.len = 0;
+  if (s->nrec > TPL_MAXV || len > TPL_MAXLEN || len == 0) return;
   if (grow((void **)&x->sc, &x->capsc, a->nsc, sizeof *x->sc) ||
-      grow((void **)&x->scc, &x->capscc, a->nscc, sizeof *x->scc) || sbuf_set(&a->tpl, json, len)) {
-    a->tpl.len = 0;
+      grow((void **)&x->scc, &x->capscc, a->nscc, sizeof *x->scc) ||
+      sbuf_set(&x->bytes, json, len)) {
+    x->bytes.len = 0;
     return;
   }
   x->nv = s->nrec;
   for (i = 0; i < x->nv; i++) {
-    x->voff[i] = (size_t)(x->rec[i].p - json);
-    x->vn[i] = x->rec[i].n;
+    x->voff[i] = (size_t)(m->rec[i].p - json);
+    x->vn[i] = m->rec[i].n;
   }
   x->t = *t;
-  top_rebase(&x->t, json, a->tpl.p);
+  top_rebase(&x->t, json, x->bytes.p);
   x->nsc = a->nsc;
   for (i = 0; i < a->nsc; i++) {
     x->sc[i] = a->sc[i];
-    choice_rebase(&x->sc[i], json, a->tpl.p);
+    choice_rebase(&x->sc[i], json, x->bytes.p);
   }
   x->nscc = a->nscc;
   for (i = 0; i < a->nscc; i++) {
     x->scc[i] = a->scc[i];
-    call_rebase(&x->scc[i], json, a->tpl.p);
+    call_rebase(&x->scc[i], json, x->bytes.p);
   }
-  {
-    size_t nslots = 6 + 6 * x->nsc + 4 * x->nscc, j = 0;
-    const char *b = a->tpl.p;
-    int ok = 1;
-    if (nslots > x->capmv) {
-      unsigned short *m1 = (unsigned short *)realloc(x->mk, nslots * sizeof *m1);
-      if (m1) x->mk = m1;
-      unsigned short *m2 = m1 ? (unsigned short *)realloc(x->mkend, nslots * sizeof *m2) : NULL;
-      if (m2) x->mkend = m2;
-      if (!m1 || !m2) {
-        a->tpl.len = 0;
-        return;
-      }
-      x->capmv = nslots;
-    }
-    ok = tpl_plan(x, b, &x->t.id, j++) && tpl_plan(x, b, &x->t.model, j++) &&
-         tpl_plan(x, b, &x->t.sysfp, j++) && tpl_plan(x, b, &x->t.usage, j++) &&
-         tpl_plan(x, b, &x->t.xusage, j++) && tpl_plan(x, b, &x->t.error, j++);
-    for (i = 0; ok && i < x->nsc; i++) {
-      const sc_choice *ch = &x->sc[i];
-      ok = tpl_plan(x, b, &ch->finish, j++) && tpl_plan(x, b, &ch->role, j++) &&
-           tpl_plan(x, b, &ch->content, j++) && tpl_plan(x, b, &ch->rcontent, j++) &&
-           tpl_plan(x, b, &ch->reasoning, j++) && tpl_plan(x, b, &ch->refusal, j++);
-    }
-    for (i = 0; ok && i < x->nscc; i++) {
-      const sc_call *cc = &x->scc[i];
-      ok = tpl_plan(x, b, &cc->id, j++) && tpl_plan(x, b, &cc->type, j++) &&
-           tpl_plan(x, b, &cc->name, j++) && tpl_plan(x, b, &cc->args, j++);
-    }
-    if (!ok) a->tpl.len = 0;
-  }
+  if (!slot_plan(x)) x->bytes.len = 0;
 }
 
-/* 1 when json has the template's shape: t, a->sc, a->scc and the counts are then its
- * records, exactly what a full parse would have produced. */
-static int tpl_match(stream_asm *a, const char *json, size_t len, sc_top *t) {
-  stream_tpl *x = a->tplx;
-  const char *c = a->tpl.p;
-  size_t lc = a->tpl.len, pc = 0, pn = 0, k, i, j = 0;
+/* 1 when json has slot x's shape: t, a->sc, a->scc and the counts are then its records,
+ * exactly what a full parse would have produced. */
+static int slot_match(stream_asm *a, tpl_slot *x, const char *json, size_t len, sc_top *t) {
+  stream_tpl *m = a->tplx;
+  const char *c = x->bytes.p;
+  size_t lc = x->bytes.len, pc = 0, pn = 0, k, i, j = 0;
   jscan s;
-  if (!x || lc == 0 || !json) return 0;
+  if (lc == 0) return 0;
   jscan_init(&s, json, len);
-  x->shift[0] = 0;
+  m->shift[0] = 0;
   for (k = 0; k < x->nv; k++) {
     size_t seg = x->voff[k] - pc;
     jspan v;
@@ -508,10 +521,10 @@ static int tpl_match(stream_asm *a, const char *json, size_t len, sc_top *t) {
     pn += seg; /* json[pn - 1] is the opening quote: it was in the segment */
     s.p = json + pn - 1;
     if (jscan_string(&s, &v)) return 0;
-    x->noff[k] = pn;
-    x->nn[k] = v.n;
-    x->nesc[k] = v.esc;
-    x->shift[k + 1] = x->shift[k] + (ptrdiff_t)v.n - (ptrdiff_t)x->vn[k];
+    m->noff[k] = pn;
+    m->nn[k] = v.n;
+    m->nesc[k] = v.esc;
+    m->shift[k + 1] = m->shift[k] + (ptrdiff_t)v.n - (ptrdiff_t)x->vn[k];
     pn += v.n;
     pc = x->voff[k] + x->vn[k];
   }
@@ -520,33 +533,55 @@ static int tpl_match(stream_asm *a, const char *json, size_t len, sc_top *t) {
       grow((void **)&a->scc, &a->capscc, x->nscc, sizeof *a->scc))
     return 0;
   *t = x->t;
-  tpl_move(x, c, &t->id, j++, json);
-  tpl_move(x, c, &t->model, j++, json);
-  tpl_move(x, c, &t->sysfp, j++, json);
-  tpl_move(x, c, &t->usage, j++, json);
-  tpl_move(x, c, &t->xusage, j++, json);
-  tpl_move(x, c, &t->error, j++, json);
+  tpl_move(m, x, &t->id, j++, json);
+  tpl_move(m, x, &t->model, j++, json);
+  tpl_move(m, x, &t->sysfp, j++, json);
+  tpl_move(m, x, &t->usage, j++, json);
+  tpl_move(m, x, &t->xusage, j++, json);
+  tpl_move(m, x, &t->error, j++, json);
   for (i = 0; i < x->nsc; i++) {
     sc_choice *ch = &a->sc[i];
     *ch = x->sc[i];
-    tpl_move(x, c, &ch->finish, j++, json);
-    tpl_move(x, c, &ch->role, j++, json);
-    tpl_move(x, c, &ch->content, j++, json);
-    tpl_move(x, c, &ch->rcontent, j++, json);
-    tpl_move(x, c, &ch->reasoning, j++, json);
-    tpl_move(x, c, &ch->refusal, j++, json);
+    tpl_move(m, x, &ch->finish, j++, json);
+    tpl_move(m, x, &ch->role, j++, json);
+    tpl_move(m, x, &ch->content, j++, json);
+    tpl_move(m, x, &ch->rcontent, j++, json);
+    tpl_move(m, x, &ch->reasoning, j++, json);
+    tpl_move(m, x, &ch->refusal, j++, json);
   }
   for (i = 0; i < x->nscc; i++) {
     sc_call *cc = &a->scc[i];
     *cc = x->scc[i];
-    tpl_move(x, c, &cc->id, j++, json);
-    tpl_move(x, c, &cc->type, j++, json);
-    tpl_move(x, c, &cc->name, j++, json);
-    tpl_move(x, c, &cc->args, j++, json);
+    tpl_move(m, x, &cc->id, j++, json);
+    tpl_move(m, x, &cc->type, j++, json);
+    tpl_move(m, x, &cc->name, j++, json);
+    tpl_move(m, x, &cc->args, j++, json);
   }
   a->nsc = x->nsc;
   a->nscc = x->nscc;
   return 1;
+}
+
+/* The slot used last first, then the other(s). */
+static int tpl_match(stream_asm *a, const char *json, size_t len, sc_top *t) {
+  stream_tpl *m = a->tplx;
+  unsigned i;
+  if (!m || !json) return 0;
+  for (i = 0; i < TPL_SLOTS; i++) {
+    unsigned k = (m->last + TPL_SLOTS - i) % TPL_SLOTS;
+    if (slot_match(a, &m->slot[k], json, len, t)) {
+      m->last = k;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+void stream_forget_caches(stream_asm *a) {
+  unsigned i;
+  a->pfx.len = 0;
+  if (a->tplx)
+    for (i = 0; i < TPL_SLOTS; i++) a->tplx->slot[i].bytes.len = 0;
 }
 
 /* ---- the prefix cache ----
@@ -869,7 +904,7 @@ int stream_chunk(stream_asm *a, const char *json, size_t len) {
     a->tplx = (stream_tpl *)calloc(1, sizeof *a->tplx);
     /* the prefix cache keeps its string values in tplx: a prefix saved without it (or
      * with none at all) is forgotten */
-    a->pfx.len = a->tpl.len = 0;
+    a->pfx.len = 0;
   }
   jscan_init(&s, json, len);
   if (tpl_match(a, json, len, &t)) {
@@ -972,12 +1007,16 @@ void stream_free(stream_asm *a) {
   sbuf_free(&a->model);
   sbuf_free(&a->system_fingerprint);
   sbuf_free(&a->pfx);
-  sbuf_free(&a->tpl);
   if (a->tplx) {
-    free(a->tplx->sc);
-    free(a->tplx->scc);
-    free(a->tplx->mk);
-    free(a->tplx->mkend);
+    unsigned k;
+    for (k = 0; k < TPL_SLOTS; k++) {
+      tpl_slot *x = &a->tplx->slot[k];
+      sbuf_free(&x->bytes);
+      free(x->sc);
+      free(x->scc);
+      free(x->mk);
+      free(x->mkend);
+    }
     free(a->tplx);
   }
   sbuf_free(&a->usage);

@@ -16,6 +16,7 @@
  *            in-stream "error" object, NULL if none
  *   const char *stream_errmsg(const stream_asm *a);
  *   void   stream_free(stream_asm *a);
+ *   void   stream_forget_caches(stream_asm *a);     empties the caches (no result changes)
  *
  * ASSEMBLY RULES (spec/stream_assembly_spec.lua checks each; spec/json_diff_spec.lua holds a
  * Lua reference of the same rules over lua-cjson and compares on thousands of chunks):
@@ -155,9 +156,8 @@ typedef struct stream_asm {
   stream_pfx_span pfx_span[6]; /* id, model, system_fingerprint, usage, x_groq usage, error */
   double pfx_created;
   int pfx_first;
-  /* private: the chunk template (see stream.c): an earlier chunk's bytes and its parse */
-  stream_buf tpl;              /* len 0 = none */
-  struct stream_tpl *tplx;     /* allocated with the first template */
+  /* private: the chunk templates (see stream.c): earlier chunks' bytes and their parse */
+  struct stream_tpl *tplx;     /* allocated with the first chunk */
   char errmsg[160];
 } stream_asm;
 
@@ -169,6 +169,10 @@ int    stream_finished(const stream_asm *a);
 const char *stream_error_json(const stream_asm *a, size_t *len);
 const char *stream_errmsg(const stream_asm *a);
 void   stream_free(stream_asm *a);
+/* Empties the prefix cache and the chunk templates (they never change a result; the
+ * fuzzer compares an assembler that forgets them before every chunk with one that does
+ * not). */
+void   stream_forget_caches(stream_asm *a);
 
 /* Helpers for the glue: the bytes a delta record's text refers to, and a choice slot's
  * wire index order (fills order[0..nchoices) with slots sorted by wire index). */
