@@ -336,7 +336,7 @@ static int parse_xgroq(jscan *s, sc_top *t) {
  * only the apply phase runs. Any difference (a key, a null where a string was, a number)
  * falls back to the full parse, which then saves the new template. */
 
-#define TPL_MAXV 64       /* string values a template may have */
+#define TPL_MAXV 32       /* string values a template may have (a content chunk has ~7) */
 #define TPL_MAXLEN 16384  /* bytes of a template chunk */
 #define TPL_SLOTS 2       /* templates kept: a tool-call stream alternates two shapes */
 
@@ -357,18 +357,23 @@ typedef struct tpl_slot {
   size_t capmv;
 } tpl_slot;
 
+/* Per call, on the C stack (a stream keeps only its slots and the prefix's strings):
+ * the recorder's array during a full parse, and a match's new string values with the
+ * running length change. */
+typedef struct tpl_scratch {
+  jspan rec[TPL_MAXV];
+  size_t noff[TPL_MAXV], nn[TPL_MAXV];
+  unsigned char nesc[TPL_MAXV];
+  ptrdiff_t shift[TPL_MAXV + 1];
+} tpl_scratch;
+
 typedef struct stream_tpl {
-  jspan rec[TPL_MAXV];                 /* the recorder's array during a full parse */
   tpl_slot slot[TPL_SLOTS];
   unsigned last;                       /* the slot matched or saved last */
   /* string values recorded in the prefix cache's bytes (offsets into them) */
   size_t pfx_nv;
   size_t pfx_voff[TPL_MAXV], pfx_vn[TPL_MAXV];
   unsigned char pfx_vesc[TPL_MAXV];
-  /* a match's scratch: the new chunk's string values, and the running length change */
-  size_t noff[TPL_MAXV], nn[TPL_MAXV];
-  unsigned char nesc[TPL_MAXV];
-  ptrdiff_t shift[TPL_MAXV + 1];
 } stream_tpl;
 
 static void span_rebase(jspan *v, const char *from, const char *to) {
@@ -390,6 +395,19 @@ static void choice_rebase(sc_choice *c, const char *from, const char *to) {
 static void call_rebase(sc_call *c, const char *from, const char *to) {
   span_rebase(&c->id, from, to); span_rebase(&c->type, from, to);
   span_rebase(&c->name, from, to); span_rebase(&c->args, from, to);
+}
+
+/* A slot's arrays: exactly what its chunk needs (a stream keeps two slots, and a thousand
+ * streams at once should not each carry the working arrays' slack). */
+static int grow_exact(void **p, size_t *cap, size_t need, size_t elem) {
+  void *q;
+  if (need <= *cap) return 0;
+  if (need > SIZE_MAX / elem) return -1;
+  q = realloc(*p, need * elem);
+  if (!q) return -1;
+  *p = q;
+  *cap = need;
+  return 0;
 }
 
 /* How many of the slot's string values begin before offset off. */
@@ -420,7 +438,7 @@ static int tpl_plan(tpl_slot *x, const jspan *v, size_t i) {
 }
 
 /* At match time: template span v (slot i) moved into the new chunk json. */
-static void tpl_move(const stream_tpl *m, const tpl_slot *x, jspan *v, size_t i,
+static void tpl_move(const tpl_scratch *m, const tpl_slot *x, jspan *v, size_t i,
                      const char *json) {
   if (v->type == JSCAN_NONE) return;
   if (v->type == JSCAN_STRING) {
@@ -477,17 +495,17 @@ static void tpl_save(stream_asm *a, const jscan *s, const char *json, size_t len
   m->last = (m->last + 1) % TPL_SLOTS;
   x = &m->slot[m->last];
   x->bytes.len = 0;
-  if (s->nrec > TPL_MAXV || len > TPL_MAXLEN || len == 0) return;
-  if (grow((void **)&x->sc, &x->capsc, a->nsc, sizeof *x->sc) ||
-      grow((void **)&x->scc, &x->capscc, a->nscc, sizeof *x->scc) ||
+  if (!s->rec || s->nrec > TPL_MAXV || len > TPL_MAXLEN || len == 0) return;
+  if (grow_exact((void **)&x->sc, &x->capsc, a->nsc, sizeof *x->sc) ||
+      grow_exact((void **)&x->scc, &x->capscc, a->nscc, sizeof *x->scc) ||
       sbuf_set(&x->bytes, json, len)) {
     x->bytes.len = 0;
     return;
   }
   x->nv = s->nrec;
   for (i = 0; i < x->nv; i++) {
-    x->voff[i] = (size_t)(m->rec[i].p - json);
-    x->vn[i] = m->rec[i].n;
+    x->voff[i] = (size_t)(s->rec[i].p - json);
+    x->vn[i] = s->rec[i].n;
   }
   x->t = *t;
   top_rebase(&x->t, json, x->bytes.p);
@@ -506,8 +524,8 @@ static void tpl_save(stream_asm *a, const jscan *s, const char *json, size_t len
 
 /* 1 when json has slot x's shape: t, a->sc, a->scc and the counts are then its records,
  * exactly what a full parse would have produced. */
-static int slot_match(stream_asm *a, tpl_slot *x, const char *json, size_t len, sc_top *t) {
-  stream_tpl *m = a->tplx;
+static int slot_match(stream_asm *a, tpl_slot *x, tpl_scratch *m, const char *json, size_t len,
+                      sc_top *t) {
   const char *c = x->bytes.p;
   size_t lc = x->bytes.len, pc = 0, pn = 0, k, i, j = 0;
   jscan s;
@@ -563,13 +581,13 @@ static int slot_match(stream_asm *a, tpl_slot *x, const char *json, size_t len, 
 }
 
 /* The slot used last first, then the other(s). */
-static int tpl_match(stream_asm *a, const char *json, size_t len, sc_top *t) {
+static int tpl_match(stream_asm *a, tpl_scratch *w, const char *json, size_t len, sc_top *t) {
   stream_tpl *m = a->tplx;
   unsigned i;
   if (!m || !json) return 0;
   for (i = 0; i < TPL_SLOTS; i++) {
     unsigned k = (m->last + TPL_SLOTS - i) % TPL_SLOTS;
-    if (slot_match(a, &m->slot[k], json, len, t)) {
+    if (slot_match(a, &m->slot[k], w, json, len, t)) {
       m->last = k;
       return 1;
     }
@@ -891,6 +909,7 @@ void stream_init(stream_asm *a) {
 }
 
 int stream_chunk(stream_asm *a, const char *json, size_t len) {
+  tpl_scratch w;
   jscan s;
   sc_top t;
   apply_ctx x;
@@ -907,13 +926,13 @@ int stream_chunk(stream_asm *a, const char *json, size_t len) {
     a->pfx.len = 0;
   }
   jscan_init(&s, json, len);
-  if (tpl_match(a, json, len, &t)) {
+  if (tpl_match(a, &w, json, len, &t)) {
     r = 0;
   } else {
     memset(&t, 0, sizeof t);
     a->nsc = a->nscc = 0;
     if (a->tplx) {
-      s.rec = a->tplx->rec;
+      s.rec = w.rec;
       s.caprec = TPL_MAXV;
     }
     r = parse_top(a, &s, &t);
