@@ -141,7 +141,12 @@ describe("client:chat", function()
       mock = { echo = true } })
     assert.equal("My game", res._request.headers["x-title"])
     assert.equal("1", res._request.headers["x-call"])
+    assert.equal("application/json", res._request.headers["accept"])
     assert.is_nil(res._request.headers["authorization"])  -- no key, no auth header
+    -- the per-call header went to that call only (the client's list is shared, not grown)
+    local again = assert(cc:chat{ messages = user("h"), mock = { echo = true } })
+    assert.is_nil(again._request.headers["x-call"])
+    assert.equal("My game", again._request.headers["x-title"])
   end)
 
   it("gives n > 1 choices, decoded", function()

@@ -456,15 +456,14 @@ function Client:_prepare(params, force_stream)
     body.model = nil
   end
   local text, eerr = json.encode(body)
-  local hdrs
+  -- the client's own list with the Accept line, built once (core.request copies it);
+  -- a copy only when the call adds headers of its own
+  local hdrs = stream and self._headers_sse or self._headers_json
   if params.headers then
+    local own = hdrs
     hdrs = {}
-    for i, h in ipairs(self._headers) do hdrs[i] = h end
-    hdrs[#hdrs + 1] = stream and "Accept: text/event-stream" or "Accept: application/json"
+    for i, h in ipairs(own) do hdrs[i] = h end
     for _, h in ipairs(header_list(params.headers, "llmchat")) do hdrs[#hdrs + 1] = h end
-  else
-    -- the client's own list with the Accept line, built once (core.request copies it)
-    hdrs = stream and self._headers_sse or self._headers_json
   end
   if not text then
     return nil, errors.new({ kind = "bad_request", message = "request body: " .. tostring(eerr) })
