@@ -427,8 +427,15 @@ static int deliver(lua_State *L) {
 
 /* Deliver r's pending deltas and, when due, its completion. The first error
  * raised by a callback is left at *err_slot (an absolute index, nil before). */
+/* The error a pcall left on top goes to *err_slot when that is still empty (the first
+ * error wins); otherwise it is dropped. */
+static void keep_first_error(lua_State *L, int err_slot) {
+  if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
+  else lua_pop(L, 1);
+}
+
 static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
-  int top = lua_gettop(L), ud, hv, fn, mt, batch;
+  int top = lua_gettop(L), ud, hv, fn, mt, batch, stop = 0;
   size_t i, n;
   if (!inflight_push(L, r)) {
     /* not ours any more (closed): drop what it had */
@@ -466,15 +473,10 @@ static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
     }
     lua_pushinteger(L, (lua_Integer)n);
     if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-      if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
-      else lua_pop(L, 1);
-      if (r->state == REQ_RUNNING) engine_cancel(r);
-      else r->reason = REASON_CANCELLED;
+      keep_first_error(L, err_slot);
+      stop = 1;
     } else {
-      if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-        if (r->state == REQ_RUNNING) engine_cancel(r);
-        else r->reason = REASON_CANCELLED;
-      }
+      stop = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
       lua_pop(L, 1);
     }
   } else if (n && lua_isfunction(L, fn)) {
@@ -488,16 +490,16 @@ static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
     if (mt) lua_pushvalue(L, mt);
     else lua_pushnil(L);
     if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
-      if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
-      else lua_pop(L, 1);
+      keep_first_error(L, err_slot);
       dc.stop = 1;
     }
-    /* an error, or the caller's no: cancel (the no wins even when the last bytes already
-     * arrived) */
-    if (dc.stop) {
-      if (r->state == REQ_RUNNING) engine_cancel(r);
-      else r->reason = REASON_CANCELLED;
-    }
+    stop = dc.stop;
+  }
+  /* an error, or the caller's no: cancel (the no wins even when the last bytes already
+   * arrived) */
+  if (stop) {
+    if (r->state == REQ_RUNNING) engine_cancel(r);
+    else r->reason = REASON_CANCELLED;
   }
   stream_clear_pending(&r->as);
   if (r->paused && r->state == REQ_RUNNING) {
@@ -514,10 +516,7 @@ static void dispatch(lua_State *L, engine *e, request *r, int err_slot) {
     lua_getfield(L, hv, "on_complete");
     if (lua_isfunction(L, -1)) {
       lua_pushvalue(L, ud);
-      if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-        if (lua_isnil(L, err_slot)) lua_replace(L, err_slot);
-        else lua_pop(L, 1);
-      }
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) keep_first_error(L, err_slot);
     } else {
       lua_pop(L, 1);
     }
