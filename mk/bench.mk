@@ -9,7 +9,11 @@ BENCH_CFLAGS ?= -O2 -Wall -Wextra
 export BENCH_RUNS BENCH_SEQ BENCH_TOOLCALLS BENCH_LONG BENCH_CONC_TOTAL BENCH_PACED \
        BENCH_PACED_RATE BENCH_NODE BENCH_ONLY BENCH_TIMEOUT BENCH_UPDATE_README
 
-.PHONY: bench-tools bench-clean
+.PHONY: bench-tools bench-clean bench-deps
+
+# as root on Debian: installs what is missing (the build dependencies and nginx)
+bench-deps:
+	@sh bench/deps
 
 bench-tools: $(BENCH_BINS)
 
@@ -27,7 +31,8 @@ $(BENCH_OUT)/benchclock.so: bench/benchclock.c
 	$(CC) $(BENCH_CFLAGS) -fPIC -shared $(LUA_CFLAGS) -o $@ $<
 
 # llmchat is built first when it builds; if it does not yet, its rows show n/a.
-bench: $(BENCH_BINS)
+bench: bench-deps
+	@$(MAKE) --no-print-directory bench-tools
 	@$(MAKE) --no-print-directory all || echo "bench: llmchat did not build; its rows will be n/a" >&2
 	@bash bench/run
 
