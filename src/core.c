@@ -124,7 +124,7 @@ static int l_request(lua_State *L) {
   memset(lr, 0, sizeof *lr);
   lr->closed = 1;  /* consistent before any resource is acquired */
   luaL_setmetatable(L, REQUEST_MT);
-  lua_newtable(L);
+  lua_createtable(L, 0, 4);  /* r:handlers' four fields go in without a rehash */
   lua_setuservalue(L, -2);
   r = &lr->r;
   if (request_init(r, (engine *)lua_touserdata(L, lua_upvalueindex(1))) != 0) {
