@@ -101,7 +101,13 @@ local function strbody()
   for i = 1, rnd(6) - 1 do t[i] = pick(UNITS)() end
   return concat(t)
 end
-local function str(body) return '"' .. (body or strbody()) .. '"' end
+-- str_pool: a few strings a stream keeps repeating (its id, model, fingerprint), so that
+-- chunks reuse the template's own strings, escapes included
+local str_pool
+local function str(body)
+  if not body and str_pool then return pick(str_pool) end
+  return '"' .. (body or strbody()) .. '"'
+end
 
 local function key(name) -- sometimes spelled with an escape
   if chance(0.97) then return '"' .. name .. '"' end
@@ -602,6 +608,13 @@ describe("JSON differential test against lua-cjson (strict)", function()
       local alternate = chance(0.5)  -- two shapes in turn (tool calls' fragments), or mostly one
       local a, R = core.stream.assembler(), ref_new()
       local last
+      -- half the streams draw their strings from a small pool: the template's own strings
+      -- come back (the same bytes and closing quote), or one that extends one of them
+      if chance(0.5) then
+        local base = strbody()
+        str_pool = { str(), '"' .. base .. '"', '"' .. base .. pick({ "x", '\"', "\\", "\n" }) .. '"',
+                     '"' .. base .. '\\"', str() }
+      end
       for i = 1, 2 + rnd(10) do
         if alternate then
           last = chance(0.9) and shapes[i % 2 + 1]() or chance(0.5) and shapes[3]() or mutate(shapes[1]())
@@ -611,6 +624,7 @@ describe("JSON differential test against lua-cjson (strict)", function()
         feed(a, R, last)
         stats.chunks = stats.chunks + 1
       end
+      str_pool = nil
       compare_results(a, R, last or "")
       a:close()
       stats.streams = stats.streams + 1

@@ -344,6 +344,7 @@ typedef struct tpl_slot {
   stream_buf bytes;                    /* the chunk, len 0 = empty slot */
   size_t nv;                           /* its string values */
   size_t voff[TPL_MAXV], vn[TPL_MAXV]; /* their content: offset and length */
+  unsigned char vesc[TPL_MAXV];        /* and whether it has escapes */
   sc_top t;                            /* its parse; spans into bytes */
   sc_choice *sc;
   size_t nsc, capsc;
@@ -521,6 +522,7 @@ static void tpl_save(stream_asm *a, const jscan *s, const char *json, size_t len
   for (i = 0; i < x->nv; i++) {
     x->voff[i] = (size_t)(s->rec[i].p - json);
     x->vn[i] = s->rec[i].n;
+    x->vesc[i] = s->rec[i].esc;
   }
   x->t = *t;
   x->nsc = a->nsc;
@@ -548,8 +550,15 @@ static int slot_match(stream_asm *a, tpl_slot *x, tpl_scratch *m, const char *js
     jspan v;
     if (len - pn < seg || memcmp(c + pc, json + pn, seg) != 0) return 0;
     pn += seg; /* json[pn - 1] is the opening quote: it was in the segment */
-    s.p = json + pn - 1;
-    if (jscan_string(&s, &v)) return 0;
+    if (len - pn > x->vn[k] && memcmp(c + x->voff[k], json + pn, x->vn[k] + 1) == 0) {
+      /* the template's own string and its closing quote (id, model, fingerprint: the
+       * same in every chunk): the same bytes scan the same way, and those were valid */
+      v.n = x->vn[k];
+      v.esc = x->vesc[k];
+    } else {
+      s.p = json + pn - 1;
+      if (jscan_string(&s, &v)) return 0;
+    }
     m->noff[k] = pn;
     m->nn[k] = v.n;
     m->nesc[k] = v.esc;
