@@ -8,6 +8,8 @@
  *   int    stream_chunk(stream_asm *a, const char *json, size_t len);
  *            one SSE data payload (never "[DONE]"); returns STREAM_OK, STREAM_EJSON
  *            (invalid JSON; stream_errmsg() says why), STREAM_ENOMEM
+ *   void   stream_expect(stream_asm *a, size_t n);  n more bytes of SSE are coming at once:
+ *            room for their raw chunk text in one allocation (a hint; failing is harmless)
  *   size_t stream_pending(const stream_asm *a);     deltas not yet delivered to Lua
  *   void   stream_clear_pending(stream_asm *a);     after delivery: drops those deltas
  *                                                   and the raw chunk text they refer to
@@ -163,6 +165,7 @@ typedef struct stream_asm {
 
 void   stream_init(stream_asm *a);
 int    stream_chunk(stream_asm *a, const char *json, size_t len);
+void   stream_expect(stream_asm *a, size_t n);
 size_t stream_pending(const stream_asm *a);
 void   stream_clear_pending(stream_asm *a);
 int    stream_finished(const stream_asm *a);

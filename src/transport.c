@@ -56,6 +56,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     }
     size_t before = stream_pending(&r->as);
     r->stream_bytes += n;
+    stream_expect(&r->as, n);
     rc = sse_feed(&r->sse, ptr, n);
     if (stream_pending(&r->as) != before) engine_mark_ready(r);
     if (rc == SSE_OK) return n;
