@@ -612,7 +612,7 @@ describe("JSON differential test against lua-cjson (strict)", function()
       -- come back (the same bytes and closing quote), or one that extends one of them
       if chance(0.5) then
         local base = strbody()
-        str_pool = { str(), '"' .. base .. '"', '"' .. base .. pick({ "x", '\"', "\\", "\n" }) .. '"',
+        str_pool = { str(), '"' .. base .. '"', '"' .. base .. pick({ "x", '\\"', "\\\\", "\\n" }) .. '"',
                      '"' .. base .. '\\"', str() }
       end
       for i = 1, 2 + rnd(10) do

@@ -978,9 +978,11 @@ int stream_chunk(stream_asm *a, const char *json, size_t len) {
 
 size_t stream_pending(const stream_asm *a) { return a->npending; }
 
-/* The raw text of a read's chunks is at most the read itself. Reserved once up front, a
- * 16 KB read takes one allocation instead of doubling up from 64 bytes through eight
- * reallocs that copy what came before; a paced stream's small reads keep it small. */
+/* A read's chunks bring about the read's size of raw text (an event cut by the previous
+ * read brings its start too; reserve_records still grows the buffer then). Reserved once
+ * up front, a 16 KB read takes one allocation instead of doubling up from 64 bytes
+ * through eight reallocs that copy what came before; a paced stream's small reads keep
+ * it small. */
 void stream_expect(stream_asm *a, size_t n) {
   (void)sbuf_reserve(&a->raw, n);
 }
