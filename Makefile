@@ -12,24 +12,27 @@ else
   LUA_PC := $(LUA)
 endif
 
-LUA_CFLAGS  := $(shell $(PKG_CONFIG) --cflags $(LUA_PC))
+# `=`, not `:=`: expanded when a recipe uses them, after `make deps` has installed
+# pkg-config and the headers (the README's `make deps demo` runs in one make)
+LUA_CFLAGS   = $(shell $(PKG_CONFIG) --cflags $(LUA_PC))
 ifeq ($(LUA),luajit)
   # Debian's lua-compat53-dev puts compat-5.3.h beside the 5.1 headers
   LUA_CFLAGS += -I/usr/include/lua5.1
 endif
-CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl)
-CURL_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl)
+CURL_CFLAGS  = $(shell $(PKG_CONFIG) --cflags libcurl)
+CURL_LIBS    = $(shell $(PKG_CONFIG) --libs libcurl)
 
 OPT      ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wmissing-prototypes -Wshadow -Wstrict-prototypes -pedantic
-CFLAGS_ALL := -std=c99 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(OPT) $(WARN) $(LUA_CFLAGS) $(CURL_CFLAGS) $(EXTRA_CFLAGS)
+CFLAGS_ALL  = -std=c99 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(OPT) $(WARN) $(LUA_CFLAGS) $(CURL_CFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS_ALL := -shared $(EXTRA_LDFLAGS)
 
 BUILD  ?= build/$(LUA)
 # one translation unit (src/unity.c includes every other src/*.c): see its header
 SRCS   := $(filter-out src/unity.c,$(wildcard src/*.c))
 OBJS   := $(BUILD)/unity.o
-MODULE ?= llmchat/core.so
+# every Lua version builds out of tree: one never breaks another's `make test`
+MODULE ?= $(BUILD)/llmchat/core.so
 
 BUSTED ?= $(LUA) /usr/bin/busted
 
@@ -47,8 +50,9 @@ $(MODULE): $(OBJS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(OBJS) $(CURL_LIBS)
 
 # The whole suite: specs talk HTTP to the bundled server on 127.0.0.1.
+# Specs that start a child interpreter use $$LLMCHAT_LUA and $$LUA_CPATH (this build).
 test: all
-	$(BUSTED) $(BUSTED_ARGS)
+	LLMCHAT_LUA=$(LUA) LUA_CPATH="$(BUILD)/?.so;;" $(BUSTED) --cpath="$(BUILD)/?.so" $(BUSTED_ARGS)
 
 spec: test
 
@@ -96,7 +100,7 @@ server:
 	$(LUA) bin/llmchat-server
 
 clean:
-	rm -rf build/lua5.4 llmchat
+	rm -rf build llmchat bench/out
 
 # Each concept may add its own targets (fuzzers, C unit tests) in mk/<concept>.mk.
 -include $(wildcard mk/*.mk)

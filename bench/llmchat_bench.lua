@@ -6,7 +6,7 @@
 --   lua5.4 bench/llmchat_bench.lua conc      BASE_URL INFLIGHT TOTAL client:start + poll(0)
 --   lua5.4 bench/llmchat_bench.lua paced     BASE_URL N              N slow streams at once
 -- Run from the repository root with
---   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="./?.so;bench/out/?.so;;"
+--   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;bench/out/?.so;;"
 -- Prints one line of key=value pairs, as bench/floor.c does; "na=<reason>" when the
 -- module or the API a workload needs is not there (the table then shows n/a).
 

@@ -3,7 +3,7 @@
 -- or an error table (with .kind).
 --
 --   lua5.4 bin/llmchat-server &
---   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="./?.so;;" lua5.4 examples/batch.lua [count] [concurrency]
+--   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 examples/batch.lua [count] [concurrency]
 --
 -- LLMCHAT_BASE_URL (default http://127.0.0.1:8080/v1), LLMCHAT_API_KEY, LLMCHAT_MODEL.
 local llmchat = require("llmchat")

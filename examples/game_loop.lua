@@ -3,7 +3,7 @@
 -- At the end it prints the worst time a frame spent in llmchat.poll(0).
 --
 --   lua5.4 bin/llmchat-server &
---   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="./?.so;;" lua5.4 examples/game_loop.lua [streams]
+--   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 examples/game_loop.lua [streams]
 --
 -- LLMCHAT_BASE_URL (default http://127.0.0.1:8080/v1), LLMCHAT_API_KEY, LLMCHAT_MODEL.
 local llmchat = require("llmchat")

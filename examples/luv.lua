@@ -4,7 +4,7 @@
 -- 100 ms "heartbeat" timer that keeps ticking while the answers stream in).
 --
 --   lua5.4 bin/llmchat-server &
---   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="./?.so;;" lua5.4 examples/luv.lua
+--   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 examples/luv.lua
 --
 -- LLMCHAT_BASE_URL (default http://127.0.0.1:8080/v1), LLMCHAT_API_KEY, LLMCHAT_MODEL.
 local uv = require("luv")

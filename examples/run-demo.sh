@@ -14,4 +14,4 @@ while [ ! -s "$dir/port" ]; do
 done
 export LLMCHAT_BASE_URL="http://127.0.0.1:$(cat "$dir/port")/v1"
 echo "local server: $LLMCHAT_BASE_URL"
-LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="./?.so;;" "$LUA" examples/demo.lua
+LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/$LUA/?.so;;" "$LUA" examples/demo.lua

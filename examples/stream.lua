@@ -2,7 +2,7 @@
 -- provider sends it) in grey, then a summary line. Ctrl-C-free cancel: pass a byte limit.
 --
 --   lua5.4 bin/llmchat-server &                       # the bundled local server, port 8080
---   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="./?.so;;" \
+--   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" \
 --     lua5.4 examples/stream.lua "Tell me a story" [max_bytes]
 --
 -- LLMCHAT_BASE_URL (default http://127.0.0.1:8080/v1), LLMCHAT_API_KEY, LLMCHAT_MODEL.

@@ -9,8 +9,8 @@ JDECODE_WARN  := -std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -Wmissing-prototyp
                  -Wstrict-prototypes -pedantic
 JDECODE_SRCS  := src/jdecode.c src/jscan.c
 JDECODE_HDRS  := src/jdecode.h src/jscan.h src/compat.h
-JDECODE_LUA_CFLAGS := $(shell $(PKG_CONFIG) --cflags lua5.4)
-JDECODE_LUA_LIBS   := $(shell $(PKG_CONFIG) --libs lua5.4)
+JDECODE_LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags lua5.4)
+JDECODE_LUA_LIBS   = $(shell $(PKG_CONFIG) --libs lua5.4)
 
 .PHONY: fuzz-jdecode
 

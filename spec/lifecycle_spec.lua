@@ -24,9 +24,9 @@ describe("lifecycle", function()
       pending("valgrind is not installed")
       return
     end
-    local p = io.popen(("valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect "
-      .. "--show-leak-kinds=definite,indirect --error-exitcode=9 lua5.4 spec/support/close_mid_stream.lua %s 2>&1; echo exit=$?")
-      :format(srv.url))
+    local p = io.popen(("LUA_CPATH='%s' valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect "
+      .. "--show-leak-kinds=definite,indirect --error-exitcode=9 %s spec/support/close_mid_stream.lua %s 2>&1; echo exit=$?")
+      :format(server.child_cpath, server.child_lua, srv.url))
     local out = p:read("*a")
     p:close()
     assert.truthy(out:find("closing with\t12\tin flight", 1, true), out)

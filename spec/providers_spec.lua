@@ -5,6 +5,7 @@ local server = require("support.server")
 local llmchat = require("llmchat")
 local providers = require("llmchat.providers")
 local cjson = require("cjson")
+local CHILD = server.child()
 
 describe("provider presets", function()
   local srv
@@ -83,8 +84,7 @@ describe("provider presets", function()
 
   it("take the key from the preset's environment variable", function()
     -- a child process with the variable set: the only way to set env from Lua
-    local cmd = ("OPENAI_API_KEY=sk-from-env LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='./?.so;;' "
-      .. "lua5.4 -e \"local c=require('llmchat').client{provider='openai', base_url='%s'}; "
+    local cmd = ("OPENAI_API_KEY=sk-from-env LUA_PATH='lua/?.lua;lua/?/init.lua;;' " .. CHILD .. " -e \"local c=require('llmchat').client{provider='openai', base_url='%s'}; "
       .. "local r=assert(c:chat{model='m', messages={{role='user',content='x'}}, mock={echo=true}}); "
       .. "io.write(r._request.headers.authorization)\""):format(srv.url)
     local p = io.popen(cmd)
@@ -117,7 +117,7 @@ describe("debug log", function()
   end)
 
   it("writes to stderr with LLMCHAT_LOG=debug, and nothing without it", function()
-    local base = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='./?.so;;' lua5.4 -e \"local c=require('llmchat').client{base_url='%s', api_key='sk-HIDDEN', x_api=1}; "
+    local base = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' " .. CHILD .. " -e \"local c=require('llmchat').client{base_url='%s', api_key='sk-HIDDEN', x_api=1}; "
       .. "assert(c:chat{messages={{role='user',content='x'}}, mock={status=500, fail_times=1, key='log'..os.time()..math.random(1e6)}})\" 2>&1"):format(srv.url)
     base = base:gsub("x_api=1", "retry_base_delay=0.01")
     local p = io.popen("LLMCHAT_LOG=debug " .. base)

@@ -15,6 +15,15 @@ local M = {}
 
 M.lua = os.getenv("LLMCHAT_SERVER_LUA") or "lua5.4"
 
+--- The interpreter under test and its module path, for specs that start a child process:
+-- `make test LUA=luajit` sets LLMCHAT_LUA and LUA_CPATH (its own build directory).
+M.child_lua = os.getenv("LLMCHAT_LUA") or "lua5.4"
+M.child_cpath = os.getenv("LUA_CPATH") or "./?.so;;"
+--- "LUA_CPATH='...' <lua>": the start of a shell command that runs the interpreter under test
+function M.child()
+  return "LUA_CPATH='" .. M.child_cpath .. "' " .. M.child_lua
+end
+
 -- the repository root: this file is <root>/spec/support/server.lua
 local function repo_root()
   local src = debug.getinfo(1, "S").source:gsub("^@", "")
