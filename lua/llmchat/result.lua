@@ -1,7 +1,7 @@
 --- Shapes responses into the public result, and failed responses into errors.
 local json = require("llmchat.json")
 local errors = require("llmchat.errors")
-local message = require("llmchat.message")
+local messages = require("llmchat.message")
 
 local M = {}
 
@@ -31,7 +31,7 @@ local function finish_result(res)
   local c1 = res.choices and res.choices[1]
   if c1 then
     local msg = c1.message
-    res.message = msg and message.assistant(msg)
+    res.message = msg and messages.assistant(msg)
     res.content = msg and msg.content
     if type(res.content) ~= "string" and type(res.content) ~= "table" then res.content = nil end
     res.reasoning = c1.reasoning
