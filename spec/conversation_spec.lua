@@ -571,4 +571,236 @@ describe("conversation", function()
       assert.equal("go", last[1].content)
     end)
   end)
+  describe("over the Responses API", function()
+    local function responses(opts)
+      opts = opts or {}
+      opts.client, opts.api = client, "responses"
+      return llmchat.conversation(opts)
+    end
+
+    local roll = { name = "roll", description = "Roll dice",
+      parameters = { type = "object", properties = { n = { type = "integer" } }, required = { "n" } } }
+
+    it("checks its api and that the client can respond", function()
+      assert.has_error(function() llmchat.conversation{ client = client, api = "completions" } end)
+      local chat_only = { chat = function() end }
+      assert.has_error(function() llmchat.conversation{ client = chat_only, api = "responses" } end,
+        "llmchat.conversation: api = \"responses\" needs a client with respond()")
+      assert.equal("chat", llmchat.conversation{ client = client }.api)
+      assert.equal("responses", responses().api)
+    end)
+
+    it("sends the system prompt as instructions and the history as input items", function()
+      local seen, on_request = recorder()
+      local conv = responses{ system = "You are terse.", temperature = 0.5, on_request = on_request }
+      local res, err = conv:say("hello there")
+      assert.is_nil(err)
+      assert.equal("hello there", res.content)
+      assert.equal("completed", res.status)
+      assert.equal("You are terse.", seen[1].instructions)
+      assert.same({ { role = "user", content = "hello there" } }, seen[1].input)
+      assert.equal(0.5, seen[1].temperature)
+      assert.is_nil(seen[1].messages)
+      assert.is_nil(seen[1].stream_options)
+      -- the history: the user's item, then the response's output items as they came
+      local m = conv:messages()
+      assert.equal(2, #m)
+      assert.same({ role = "user", content = "hello there" }, m[1])
+      assert.equal("message", m[2].type)
+      assert.equal("assistant", m[2].role)
+      assert.equal("hello there", m[2].content[1].text)
+      assert.equal(res.output[1].id, m[2].id)
+      -- the next request sends it all back
+      assert.equal("again", conv:say("again").content)
+      assert.equal(3, #seen[2].input)
+      assert.same(m[2], seen[2].input[2])
+      assert.equal(4, #conv:messages())
+    end)
+
+    it("runs tools until the model answers, with flat tools and function_call_output items", function()
+      local seen, on_request = recorder()
+      local order = {}
+      local conv = responses{ on_request = on_request }
+      conv:tool{ name = roll.name, description = roll.description, parameters = roll.parameters,
+        handler = function(args) order[#order + 1] = args.n; return { total = args.n * 3 } end }
+      conv:tool{ name = "broken", handler = function() error("disk full") end }
+      local res, err = conv:say("Roll", { mock = { script = {
+        { tool_calls = { call("c1", "roll", '{"n":2}'), call("c2", "broken", "{}"),
+          call("c3", "roll", '{"n":5}'), call("c4", "nope", "{}") } },
+        { reply = "rolled" } } } })
+      assert.is_nil(err)
+      assert.equal("rolled", res.content)
+      assert.equal(1, res.tool_rounds)
+      assert.same({ 2, 5 }, order)
+      assert.equal(2, #seen)
+      assert.same({ { type = "function", name = "roll", description = "Roll dice", parameters = roll.parameters },
+        { type = "function", name = "broken" } }, seen[1].tools)
+      -- user, 4 function_call items, 4 outputs in the order of the calls, the answer
+      local m = conv:messages()
+      assert.equal(10, #m)
+      for i, id in ipairs{ "c1", "c2", "c3", "c4" } do
+        assert.equal("function_call", m[1 + i].type)
+        assert.equal(id, m[1 + i].call_id)
+        assert.equal("function_call_output", m[5 + i].type)
+        assert.equal(id, m[5 + i].call_id)
+      end
+      assert.equal('{"n":2}', m[2].arguments)
+      assert.same({ type = "function_call_output", call_id = "c1", output = '{"total":6}' }, m[6])
+      assert.equal("error: disk full", m[7].output)
+      assert.equal('{"total":15}', m[8].output)
+      assert.equal("error: unknown tool 'nope'", m[9].output)
+      assert.equal("message", m[10].type)
+      -- the second request carried the calls and their outputs
+      assert.equal(9, #seen[2].input)
+      assert.equal("c4", seen[2].input[9].call_id)
+      -- usage adds up across rounds, from input_tokens / output_tokens
+      local u = conv:usage()
+      assert.equal(2, u.calls)
+      assert.truthy(u.prompt_tokens > 0 and u.completion_tokens > 0)
+      assert.equal(u.prompt_tokens + u.completion_tokens, u.total_tokens)
+    end)
+
+    it("sums Responses usage fields, cached and reasoning tokens included", function()
+      local conv = responses()
+      conv:tool{ name = "t", handler = function() return "r" end }
+      assert.truthy(conv:say("x", { mock = { script = {
+        { tool_calls = { call("1", "t", "{}") }, usage = { input_tokens = 1000, output_tokens = 200,
+          total_tokens = 1200, input_tokens_details = { cached_tokens = 100 },
+          output_tokens_details = { reasoning_tokens = 50 } } },
+        { reply = "y", usage = { input_tokens = 1300, output_tokens = 400, total_tokens = 1700,
+          input_tokens_details = { cached_tokens = 0 }, output_tokens_details = { reasoning_tokens = 300 } } } } } }))
+      assert.same({ prompt_tokens = 2300, completion_tokens = 600, total_tokens = 2900,
+        cached_tokens = 100, reasoning_tokens = 350, calls = 2 }, conv:usage())
+      assert.near((2300 * 2 + 600 * 8) / 1e6, conv:cost{ input = 2, output = 8 }, 1e-12)
+    end)
+
+    it("stops at max_tool_rounds and leaves the history alone", function()
+      local conv = responses{ max_tool_rounds = 1 }
+      conv:tool{ name = "loop", handler = function() return "again" end }
+      assert.truthy(conv:say("hi"))
+      local before = conv:messages()
+      local res, err = conv:say("spin", { mock = { tool_calls = { call("x", "loop", "{}") } } })
+      assert.is_nil(res)
+      assert.equal("max_tool_rounds", err.kind)
+      assert.matches("max_tool_rounds = 1", err.message)
+      assert.same(before, conv:messages())
+      assert.equal(3, conv:usage().calls)
+      assert.equal(4, #err.messages)   -- user, call, output, call
+    end)
+
+    it("rolls back a failed call", function()
+      local conv = responses()
+      assert.truthy(conv:say("one"))
+      local before = conv:messages()
+      local res, err = conv:say("two", { mock = { status = 503 } })
+      assert.is_nil(res)
+      assert.equal("server", err.kind)
+      assert.same(before, conv:messages())
+      assert.equal(1, conv:usage().calls)
+    end)
+
+    it("streams with on_delta and stores the same history as a plain call", function()
+      local plain, streamed = responses(), responses()
+      for _, c in ipairs{ plain, streamed } do
+        c:tool{ name = "roll", handler = function(a) return { total = a.n } end }
+      end
+      local mock = { chunk_size = 3, script = {
+        { tool_calls = { call("k1", "roll", '{"n":1}'), call("k2", "roll", '{"n":2}') } },
+        { reply = "rolled 1 and 2" } } }
+      assert.truthy(plain:say("roll", { mock = mock }))
+      local text = {}
+      local res, err = streamed:say("roll", { mock = mock, on_delta = function(t) text[#text + 1] = t end })
+      assert.is_nil(err)
+      assert.equal("rolled 1 and 2", table.concat(text))
+      assert.equal("rolled 1 and 2", res.content)
+      -- the same items but their ids (the server numbers each response)
+      local function without_ids(items)
+        for _, item in ipairs(items) do item.id = nil end
+        return items
+      end
+      assert.same(without_ids(plain:messages()), without_ids(streamed:messages()))
+      assert.equal(6, #streamed:messages())
+      assert.same(plain:usage(), streamed:usage())
+    end)
+
+    it("turns content parts into input parts", function()
+      local seen, on_request = recorder()
+      local conv = responses{ on_request = on_request }
+      local res = assert(conv:say({ "look at ", llmchat.content.image_url("https://example.com/a.png",
+        { detail = "low" }), "this" }))
+      assert.equal("look at this", res.content)
+      assert.same({ role = "user", content = { { type = "input_text", text = "look at " },
+        { type = "input_image", image_url = "https://example.com/a.png", detail = "low" },
+        { type = "input_text", text = "this" } } }, seen[1].input[1])
+    end)
+
+    it("asks for structured output with text.format and decodes res.data", function()
+      local seen, on_request = recorder()
+      local conv = responses{ on_request = on_request }
+      local schema = { type = "object", properties = { name = { type = "string" } }, required = { "name" } }
+      local res = assert(conv:say("who?", { schema = schema, schema_name = "person",
+        mock = { reply = '{"name":"Zoë"}' } }))
+      assert.same({ name = "Zoë" }, res.data)
+      assert.same({ format = { type = "json_schema", name = "person", schema = schema, strict = true } },
+        seen[1].text)
+      assert.is_nil(seen[1].response_format)
+      local bad, err = conv:say("who?", { schema = schema, mock = { reply = "Zoë" } })
+      assert.is_nil(bad)
+      assert.equal("protocol", err.kind)
+      assert.equal("Zoë", err.raw)
+      assert.equal(2, #conv:messages())
+    end)
+
+    it("saves and loads, empty arrays and all, and carries on", function()
+      local path = os.tmpname()
+      local conv = responses{ system = "Système ✓", model = "gpt-4o" }
+      conv:tool{ name = "t", handler = function() return "r" end }
+      assert.truthy(conv:say("héllo", { mock = { script = { { tool_calls = { call("c1", "t", "{}") } },
+        { reply = "réponse" } } } }))
+      assert.is_true(conv:save(path))
+      local text = read(path)
+      local doc = json.decode(text)
+      assert.equal("responses", doc.api)
+      assert.equal("Système ✓", doc.system)
+      assert.equal(4, #doc.messages)
+      assert.truthy(text:find('"annotations":[]', 1, true))
+      local loaded = assert(llmchat.conversation.load(path, client, { tools = { t = function() return "r" end } }))
+      assert.equal("responses", loaded.api)
+      assert.same(conv:messages(), loaded:messages())
+      assert.same(conv:usage(), loaded:usage())
+      local again = os.tmpname()
+      assert.is_true(loaded:save(again))
+      assert.same(doc, json.decode(read(again)))
+      local seen, on_request = recorder()
+      assert.equal("more", loaded:say("more", { on_request = on_request }).content)
+      assert.equal("Système ✓", seen[1].instructions)
+      assert.equal(5, #seen[1].input)   -- the 4 saved items and the new user message
+      assert.truthy(json.encode(seen[1].input):find('"annotations":[]', 1, true))
+      os.remove(path)
+      os.remove(again)
+    end)
+
+    it("trims the oldest items to the budget, never a call without its output", function()
+      local seen, on_request = recorder()
+      local conv = responses{ system = "sys", on_request = on_request }
+      local function long(n, tag) return tag .. string.rep("x", n - #tag) end
+      conv:append({ role = "user", content = long(400, "u1") },
+        { type = "function_call", call_id = "k", name = "t", arguments = "{}" },
+        { type = "function_call_output", call_id = "k", output = long(800, "out") },
+        { type = "message", role = "assistant", content = { { type = "output_text", text = "short" } } },
+        { role = "user", content = long(400, "u2") },
+        { type = "message", role = "assistant", content = { { type = "output_text", text = long(400, "a2") } } })
+      local res = assert(conv:say("now", { max_context_tokens = 300 }))
+      local sent = seen[1].input
+      assert.same({ role = "user", content = "now" }, sent[#sent])
+      for i, item in ipairs(sent) do
+        if item.type == "function_call_output" then assert.equal("function_call", sent[i - 1].type) end
+      end
+      assert.truthy(conversation.estimate_tokens(sent) + conversation.message_tokens{ role = "system",
+        content = "sys" } <= 300)
+      assert.equal(6 - (#sent - 1), res.trimmed)
+      assert.equal(8, #conv:messages())
+      assert.has_error(function() conv:append({ content = "no role, no type" }) end)
+    end)
+  end)
 end)

@@ -104,7 +104,7 @@ function M.new(opts)
     max_context_tokens = opts.max_context_tokens,
     on_tool_call = opts.on_tool_call, on_tool_result = opts.on_tool_result,
     on_request = opts.on_request, stream_usage = opts.stream_usage ~= false,
-    params = {}, _api = api, _history = history.new(), _tools = tools.new(), _usage = usage.new(),
+    params = {}, _api = api, _history = history.new(api.restore), _tools = tools.new(), _usage = usage.new(),
   }, Conversation)
   for k, v in pairs(opts) do
     if not OWN[k] and k ~= "model" then self.params[k] = v end

@@ -12,6 +12,7 @@
 --   answer(res)                entries for the history, tool calls (or nil); or nil, err
 --   tool_result(call, text)    the entry that gives a tool's result back
 --   units(history)             the history cut into droppable units (budget)
+--   restore(entry)             a decoded entry (a loaded file, an output item) made whole
 local json = require("llmchat.json")
 local errors = require("llmchat.errors")
 local message = require("llmchat.message")
@@ -38,6 +39,8 @@ end
 
 local chat = { name = "chat", method = "chat", stream_usage = true, units = budget.chat_units }
 M.chat = chat
+
+chat.restore = message.restore
 
 function chat.user(input, level)
   return message.user(input, WHERE, content.text, (level or 1) + 1)
@@ -97,6 +100,20 @@ local function input_part(p)
   return p
 end
 
+-- Decoding loses the difference between [] and {}: in the Responses API's
+-- items an empty table is an array (annotations, logprobs, summary, content),
+-- and must go back as one.
+local function restore_item(v)
+  if type(v) ~= "table" or v == json.null then return v end
+  if next(v) == nil then
+    if getmetatable(v) == nil then setmetatable(v, getmetatable(json.array())) end
+    return v
+  end
+  for k, x in pairs(v) do v[k] = restore_item(x) end
+  return v
+end
+responses.restore = restore_item
+
 function responses.user(input, level)
   local m = message.user(input, WHERE, content.text, (level or 1) + 1)
   local c = m.content
@@ -141,7 +158,7 @@ function responses.answer(res)
   end
   local entries, calls = {}, {}
   for i, item in ipairs(res.output) do
-    local e = deep_copy(item)
+    local e = restore_item(deep_copy(item))
     entries[i] = e
     if type(e) == "table" and e.type == "function_call" then
       if type(e.call_id) ~= "string" or e.call_id == "" then

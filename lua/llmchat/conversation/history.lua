@@ -14,9 +14,10 @@ local History = {}
 History.__index = History
 History.__name = "llmchat.conversation.history"
 
---- An empty history.
-function M.new()
-  return setmetatable({ items = {} }, History)
+--- An empty history. restore(entry) brings a decoded entry back to its
+-- in-memory form (default: llmchat.message.restore, for chat messages).
+function M.new(restore)
+  return setmetatable({ items = {}, restore = restore or message.restore }, History)
 end
 
 --- The number of entries.
@@ -27,12 +28,12 @@ end
 --- Adds a copy of an entry from outside (the caller's message, a loaded
 -- file): JSON nulls that decoding dropped come back.
 function History:add(m)
-  self.items[#self.items + 1] = message.restore(deep_copy(m))
+  self.items[#self.items + 1] = self.restore(deep_copy(m))
 end
 
 --- Adds a decoded entry as it is (it becomes the history's own).
 function History:adopt(m)
-  self.items[#self.items + 1] = message.restore(m)
+  self.items[#self.items + 1] = self.restore(m)
 end
 
 --- Appends a turn's entries (already the history's own).
@@ -73,7 +74,7 @@ end
 
 --- An independent copy.
 function History:copy()
-  local h = M.new()
+  local h = M.new(self.restore)
   h.items = message.copy_list(self.items)
   return h
 end
