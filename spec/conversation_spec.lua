@@ -498,6 +498,89 @@ describe("conversation", function()
     end)
   end)
 
+  describe("llmchat.schema", function()
+    local schema_mod = require("llmchat.schema")
+    local person = { type = "object", properties = { name = { type = "string" } } }
+
+    it("builds response_format and text.format from a schema, and leaves the caller's own alone", function()
+      assert.same({ type = "json_schema", json_schema = { name = "person", schema = person, strict = true } },
+        schema_mod.response_format{ schema = person, schema_name = "person" })
+      assert.equal("response", schema_mod.response_format{ schema = person }.json_schema.name)
+      assert.is_nil(schema_mod.response_format{})
+      assert.is_nil(schema_mod.response_format{ schema = person, response_format = { type = "json_object" } })
+      assert.same({ verbosity = "low", format = { type = "json_schema", name = "response", schema = person,
+        strict = true } }, schema_mod.text_format{ schema = person, text = { verbosity = "low" } })
+      assert.is_nil(schema_mod.text_format{ schema = person, text = { format = { type = "text" } } })
+      assert.is_nil(schema_mod.text_format{})
+      assert.has_error(function() schema_mod.response_format{ schema = "nope" } end,
+        "llmchat: 'schema' must be a table (a JSON schema)")
+      assert.has_error(function() schema_mod.text_format{ schema = person, schema_name = 5 } end,
+        "llmchat: 'schema_name' must be a string")
+    end)
+
+    it("decodes answers into res.data: strictly with a schema, leniently for a JSON format", function()
+      local res = assert(schema_mod.decode({ content = '{"name":"A"}' }, { schema = person }))
+      assert.same({ name = "A" }, res.data)
+      local none, err = schema_mod.decode({ content = "A", refusal = "no", status = 200 }, { schema = person })
+      assert.is_nil(none)
+      assert.equal("protocol", err.kind)
+      assert.equal("A", err.raw)
+      assert.equal("no", err.refusal)
+      assert.equal("A", err.partial.content)
+      assert.matches("not the JSON the schema asks for", err.message)
+      none, err = schema_mod.decode({ refusal = "I can't" }, { schema = person })
+      assert.is_nil(none)
+      assert.equal("protocol", err.kind)
+      res = schema_mod.decode({ content = "not json" }, { response_format = { type = "json_object" } })
+      assert.is_nil(res.data)
+      res = schema_mod.decode({ content = '[1]' }, { response_format = { type = "json_object" } })
+      assert.same({ 1 }, res.data)
+      res = schema_mod.decode({ content = '{"a":1}' }, { text = { format = { type = "json_schema" } } })
+      assert.same({ a = 1 }, res.data)
+      res = schema_mod.decode({ content = '{"a":1}' }, {})
+      assert.is_nil(res.data)
+    end)
+  end)
+
+  describe("the assistant message", function()
+    it("res.message is what a conversation stores; the choice keeps what the provider sent", function()
+      local conv = llmchat.conversation{ client = client }
+      conv:tool{ name = "t", handler = function() return "r" end }
+      local first
+      local res = assert(conv:say("go", { mock = { script = { { tool_calls = { call("", "t", "{}") } },
+        { reply = "done" } } }, on_request = function(p)
+          if not first then first = assert(client:chat{ messages = p.messages, tools = p.tools, mock = p.mock }) end
+        end }))
+      assert.equal("done", res.content)
+      -- the tool-call answer, as client:chat gives it and as the history keeps it
+      local stored = conv:messages()[2]
+      assert.equal(json.null, first.message.content)
+      assert.is_nil(first.content)
+      assert.equal("assistant", first.message.role)
+      assert.is_nil(first.message.annotations)
+      assert.same({}, first.choices[1].message.annotations)   -- the provider's own fields stay on the choice
+      -- ids are given to calls that came without one, the same in res.message and res.tool_calls
+      local id = first.message.tool_calls[1].id
+      assert.truthy(#id > 0)
+      assert.equal(id, first.tool_calls[1].id)
+      stored.tool_calls[1].id = id   -- each shaping numbers its own id-less calls
+      assert.same(stored, first.message)
+      -- a plain answer: the stored message is res.message
+      assert.same(conv:last(), res.message)
+      assert.same({ role = "assistant", content = "done" }, res.message)
+    end)
+
+    it("is the same streamed or not", function()
+      local plain = assert(client:chat{ messages = { { role = "user", content = "x" } },
+        mock = { refusal = "I can't help with that." } })
+      local streamed = assert(client:chat{ messages = { { role = "user", content = "x" } }, stream = true,
+        mock = { refusal = "I can't help with that." } })
+      assert.same({ role = "assistant", content = json.null, refusal = "I can't help with that." }, plain.message)
+      assert.same(plain.message, streamed.message)
+      assert.equal("I can't help with that.", streamed.refusal)
+    end)
+  end)
+
   describe("context budget", function()
     local estimate = conversation.estimate_tokens
 
