@@ -54,6 +54,29 @@ describe("conversation", function()
       assert.same({}, conv:messages())
     end)
 
+    it("blames the caller's own line for a misuse", function()
+      local conv = llmchat.conversation{ client = client }
+      local function raised(f)
+        local ok, e = pcall(f)
+        assert.is_false(ok)
+        return e
+      end
+      assert.matches("conversation_spec%.lua:%d+: conversation:say: expected a string",
+        raised(function() conv:say(42) end))
+      assert.matches("conversation_spec%.lua:%d+: conversation:say: content part 1 is a number",
+        raised(function() conv:say({ 1 }) end))
+      assert.matches("conversation_spec%.lua:%d+: conversation:cost: expected",
+        raised(function() conv:cost{ input = 1 } end))
+      assert.matches("conversation_spec%.lua:%d+: conversation:tool: tool name",
+        raised(function() conv:tool{ name = "bad name" } end))
+      assert.matches("conversation_spec%.lua:%d+: llmchat.conversation: tool name",
+        raised(function() llmchat.conversation{ client = client, tools = { { name = "bad name" } } } end))
+      assert.matches("conversation_spec%.lua:%d+: conversation:append: expected messages with a role",
+        raised(function() conv:append({}) end))
+      assert.matches("conversation_spec%.lua:%d+: conversation:save: expected a file path",
+        raised(function() conv:save(42) end))
+    end)
+
     it("sends conversation and per-call request fields, the per-call ones winning", function()
       local seen, on_request = recorder()
       local conv = llmchat.conversation{ client = client, model = "gpt-4o-mini", temperature = 0.5,

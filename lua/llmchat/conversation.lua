@@ -351,7 +351,8 @@ end
 -- cached_input = (default: input) }. Without prices, the cost the provider
 -- reported (OpenRouter's usage.cost), or nil and an error (kind "bad_request").
 function Conversation:cost(prices)
-  return usage.cost(self._usage, prices, "conversation:cost", 2)
+  local dollars, err = usage.cost(self._usage, prices, "conversation:cost", 2)
+  return dollars, err   -- not a tail call: the misuse error names our caller
 end
 
 ---------------------------------------------------------------------------

@@ -43,7 +43,8 @@ M.chat = chat
 chat.restore = message.restore
 
 function chat.user(input, level)
-  return message.user(input, WHERE, content.text, (level or 1) + 1)
+  local m = message.user(input, WHERE, content.text, (level or 1) + 1)
+  return m   -- not a tail call: error levels count this frame
 end
 
 function chat.is_entry(m)
