@@ -71,6 +71,12 @@ describe("conversation", function()
         raised(function() conv:tool{ name = "bad name" } end))
       assert.matches("conversation_spec%.lua:%d+: llmchat.conversation: tool name",
         raised(function() llmchat.conversation{ client = client, tools = { { name = "bad name" } } } end))
+      assert.matches("conversation_spec%.lua:%d+: llmchat.conversation: 'max_tool_rounds' must be",
+        raised(function() llmchat.conversation.new{ client = client, max_tool_rounds = "x" } end))
+      assert.matches("conversation_spec%.lua:%d+: llmchat.conversation: 'client' must be",
+        raised(function() llmchat.conversation{} end))
+      assert.matches("conversation_spec%.lua:%d+: llmchat.conversation: 'api' must be",
+        raised(function() llmchat.conversation{ client = client, api = "x" } end))
       assert.matches("conversation_spec%.lua:%d+: conversation:append: expected messages with a role",
         raised(function() conv:append({}) end))
       assert.matches("conversation_spec%.lua:%d+: conversation:save: expected a file path",
@@ -390,6 +396,17 @@ describe("conversation", function()
       assert.is_nil(c)
       assert.equal("format", lerr.kind)
       assert.matches("no messages array", lerr.message)
+      c, lerr = llmchat.conversation.from_table({ version = 1, messages = {}, max_tool_rounds = "x" }, client)
+      assert.is_nil(c)
+      assert.equal("format", lerr.kind)
+      assert.matches("'max_tool_rounds' is a string", lerr.message)
+      c, lerr = llmchat.conversation.from_table({ version = 1, messages = { 42 } }, client)
+      assert.is_nil(c)
+      assert.equal("format", lerr.kind)
+      c, lerr = llmchat.conversation.from_table({ version = 1, messages = {}, api = "soap" }, client)
+      assert.is_nil(c)
+      assert.equal("format", lerr.kind)
+      assert.matches("unknown api", lerr.message)
       assert.has_error(function() llmchat.conversation.load(path) end)
       assert.has_error(function() conv:save(42) end)
     end)

@@ -65,36 +65,38 @@ local OWN = {
 }
 M.OWN = OWN
 
-local function check_client(c, api, where)
+local function check_client(c, api, where, level)
   if type(c) ~= "table" or type(c.chat) ~= "function" then
-    error(where .. ": 'client' must be an llmchat client", 3)
+    error(where .. ": 'client' must be an llmchat client", level)
   end
   if type(c[api.method]) ~= "function" then
-    error(("%s: api = \"%s\" needs a client with %s()"):format(where, api.name, api.method), 3)
+    error(("%s: api = \"%s\" needs a client with %s()"):format(where, api.name, api.method), level)
   end
 end
 
 --- llmchat.conversation{ client =, api =, model =, system =, tools =, messages =,
 --   max_tool_rounds =, max_context_tokens =, on_tool_call =, on_tool_result =,
 --   on_request =, ...request fields sent with every call (temperature, tool_choice, ...) }
-function M.new(opts)
-  if type(opts) ~= "table" then error("llmchat.conversation: expected a table of options", 2) end
+-- `level`: error()'s level of the caller to blame, as seen from construct's caller.
+local function construct(opts, level)
+  level = level + 1
+  if type(opts) ~= "table" then error("llmchat.conversation: expected a table of options", level) end
   local api = apis.get(opts.api)
   if not api then
-    error("llmchat.conversation: 'api' must be \"chat\" or \"responses\", got " .. tostring(opts.api), 2)
+    error("llmchat.conversation: 'api' must be \"chat\" or \"responses\", got " .. tostring(opts.api), level)
   end
-  check_client(opts.client, api, "llmchat.conversation")
+  check_client(opts.client, api, "llmchat.conversation", level + 1)
   if opts.system ~= nil and type(opts.system) ~= "string" and type(opts.system) ~= "table" then
-    error("llmchat.conversation: 'system' must be a string", 2)
+    error("llmchat.conversation: 'system' must be a string", level)
   end
   for _, k in ipairs{ "max_tool_rounds", "max_context_tokens" } do
     if opts[k] ~= nil and (type(opts[k]) ~= "number" or opts[k] < 0) then
-      error("llmchat.conversation: '" .. k .. "' must be a number >= 0", 2)
+      error("llmchat.conversation: '" .. k .. "' must be a number >= 0", level)
     end
   end
   for _, k in ipairs{ "on_tool_call", "on_tool_result", "on_request" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then
-      error("llmchat.conversation: '" .. k .. "' must be a function", 2)
+      error("llmchat.conversation: '" .. k .. "' must be a function", level)
     end
   end
   local self = setmetatable({
@@ -110,10 +112,10 @@ function M.new(opts)
     if not OWN[k] and k ~= "model" then self.params[k] = v end
   end
   if opts.messages ~= nil then
-    if type(opts.messages) ~= "table" then error("llmchat.conversation: 'messages' must be an array", 2) end
+    if type(opts.messages) ~= "table" then error("llmchat.conversation: 'messages' must be an array", level) end
     for _, m in ipairs(opts.messages) do
       if not api.is_entry(m) then
-        error("llmchat.conversation: each message must be a table with a role", 2)
+        error("llmchat.conversation: each message must be a table with a role", level)
       end
       if m.role == "system" and self.system == nil and self._history:len() == 0 then
         self.system = m.content
@@ -122,8 +124,13 @@ function M.new(opts)
       end
     end
   end
-  for _, t in ipairs(opts.tools or {}) do self._tools:add(t, "llmchat.conversation", 2) end
+  for _, t in ipairs(opts.tools or {}) do self._tools:add(t, "llmchat.conversation", level) end
   return self
+end
+
+function M.new(opts)
+  local conv = construct(opts, 2)
+  return conv   -- not a tail call: error levels count this frame
 end
 
 ---------------------------------------------------------------------------
@@ -393,6 +400,9 @@ function M.load(path, client, opts)
   return M.from_table(data, client, opts)
 end
 
-setmetatable(M, { __call = function(_, opts) return M.new(opts) end })
+setmetatable(M, { __call = function(_, opts)
+  local conv = construct(opts, 2)
+  return conv
+end })
 
 return M

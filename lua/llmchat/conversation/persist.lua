@@ -93,6 +93,22 @@ function M.check(data)
   if data.api ~= nil and data.api ~= "chat" and data.api ~= "responses" then
     return nil, errors.new({ kind = "format", message = "unknown api in the saved conversation: " .. tostring(data.api) })
   end
+  local function bad(field, want)
+    return nil, errors.new({ kind = "format",
+      message = ("not a saved conversation ('%s' is a %s, expected %s)"):format(field, type(data[field]), want) })
+  end
+  for _, k in ipairs{ "model", "system_role" } do
+    if data[k] ~= nil and type(data[k]) ~= "string" then return bad(k, "a string") end
+  end
+  if data.system ~= nil and type(data.system) ~= "string" and type(data.system) ~= "table" then
+    return bad("system", "a string")
+  end
+  for _, k in ipairs{ "max_tool_rounds", "max_context_tokens" } do
+    if data[k] ~= nil and (type(data[k]) ~= "number" or data[k] < 0) then return bad(k, "a number >= 0") end
+  end
+  for _, m in ipairs(data.messages) do
+    if type(m) ~= "table" then return bad("messages", "an array of objects") end
+  end
   return true
 end
 
