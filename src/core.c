@@ -142,7 +142,9 @@ static void set_multipart(lua_State *L, request *r, int t) {
 
 /* core.request{ url=, method=, headers={"Name: value"}, body=, multipart=, stream=,
  *   consumer="chat"|"events", timeout=, connect_timeout=, idle_timeout=, proxy=, ca_file=,
- *   verify=, max_response_size=, max_line=, accept_encoding= } -> request (not started) */
+ *   verify=, max_response_size=, max_line=, accept_encoding=, download=path }
+ *   -> request (not started). download: a 2xx body is written to that file as it arrives
+ *   (r:body() is "" then); another status's body is kept as usual. */
 static int l_request(lua_State *L) {
   lrequest *lr;
   request *r;
@@ -250,6 +252,12 @@ static int l_request(lua_State *L) {
   if (v >= 1) r->max_body = v >= 1e15 ? (size_t)1e15 : (size_t)v;
   v = opt_number(L, 1, "max_line", 0);
   if (v >= 1) r->max_line = v >= 1e15 ? (size_t)1e15 : (size_t)v;
+  s = opt_string(L, 1, "download", &len);
+  if (s) {
+    r->download = (char *)malloc(len + 1);
+    if (!r->download) return luaL_error(L, "llmchat: out of memory");
+    memcpy(r->download, s, len + 1);
+  }
   lua_getfield(L, 1, "accept_encoding");
   if (lua_toboolean(L, -1)) curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
   lua_pop(L, 1);

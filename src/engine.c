@@ -352,6 +352,7 @@ int engine_add(engine *e, request *r) {
 
 static void finish(engine *e, request *r, CURLcode code) {
   curl_multi_remove_handle(e->multi, r->easy);
+  request_done(r);
   r->code = code;
   r->state = REQ_DONE;
   r->link.completion_due = 1;

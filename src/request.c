@@ -34,6 +34,7 @@ static void decide_mode(request *r) {
   r->mode_decided = 1;
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
+  r->download_ok = status >= 200 && status < 300;
   r->sse_mode = r->want_stream && status >= 200 && status < 300 && ct &&
                 strncasecmp(ct, "text/event-stream", 17) == 0;
 }
@@ -64,9 +65,19 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     }
     return 0;  /* aborts the transfer: CURLE_WRITE_ERROR */
   }
-  if (n > r->max_body - r->resp_body.len || r->resp_body.len > r->max_body) {
+  if (n > r->max_body - r->body_bytes || r->body_bytes > r->max_body) {
     r->reason = REASON_TOO_LARGE;
     return 0;
+  }
+  r->body_bytes += n;
+  if (r->download && r->download_ok) {
+    if (!r->download_fp) r->download_fp = fopen(r->download, "wb");
+    if (!r->download_fp || fwrite(ptr, 1, n, r->download_fp) != n) {
+      r->reason = REASON_FILE;
+      snprintf(r->msg, sizeof r->msg, "cannot write the download file");
+      return 0;
+    }
+    return n;
   }
   if (buf_add(&r->resp_body, ptr, n)) {
     r->reason = REASON_NOMEM;
@@ -151,6 +162,8 @@ void request_reset_response(request *r) {
   r->resp_headers.len = 0;
   r->nheaders = 0;
   r->resp_body.len = 0;
+  r->body_bytes = 0;
+  request_done(r);
   r->mode_decided = r->sse_mode = 0;
   r->stream_bytes = 0;
   r->reason = REASON_NONE;
@@ -163,8 +176,21 @@ void request_reset_response(request *r) {
   consumer_reset(&r->cons);
 }
 
+void request_done(request *r) {
+  if (r->download_fp) {
+    if (fclose(r->download_fp) != 0 && r->reason == REASON_NONE) {
+      r->reason = REASON_FILE;
+      snprintf(r->msg, sizeof r->msg, "cannot write the download file");
+    }
+    r->download_fp = NULL;
+  }
+}
+
 CURL *request_release(request *r) {
   CURL *easy = r->easy;
+  request_done(r);
+  free(r->download);
+  r->download = NULL;
   r->easy = NULL;
   if (r->hdrs) curl_slist_free_all(r->hdrs);
   r->hdrs = NULL;

@@ -10,6 +10,8 @@
 #ifndef LLMCHAT_REQUEST_H
 #define LLMCHAT_REQUEST_H
 
+#include <stdio.h>
+
 #include <curl/curl.h>
 
 #include "buf.h"
@@ -55,6 +57,10 @@ typedef struct request {
   bytebuf resp_headers;    /* "name\0value\0" pairs, names lower-cased */
   size_t nheaders;         /* pairs in resp_headers */
   bytebuf resp_body;       /* body when not parsed as SSE */
+  char *download;          /* a 2xx body goes to this file instead (streamed to disk) */
+  FILE *download_fp;       /* open while the body is written */
+  int download_ok;         /* the status is 2xx: the body goes to the file */
+  size_t body_bytes;       /* decoded body bytes received (buffered or written) */
   size_t max_body;         /* decoded body bytes, or assembled stream bytes */
   size_t max_line;         /* SSE line cap */
   long idle_ms;            /* no byte for this long ends the transfer; 0: off */
@@ -90,6 +96,8 @@ typedef struct request {
 /* 0, or -1 without an easy handle. The request takes `easy` (reset, or new). */
 int  request_init(request *r, CURL *easy, consumer_kind kind);
 void request_reset_response(request *r); /* before a (re)start */
+/* The transfer ended (the engine calls it): a download file is flushed and closed. */
+void request_done(request *r);
 /* Frees the buffers; returns the easy handle for the caller to pool or clean up. */
 CURL *request_release(request *r);
 const char *request_header(const request *r, const char *name); /* lower-case name */

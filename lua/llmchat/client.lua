@@ -271,6 +271,7 @@ function Client:_call(ep, params, o)
     max_response_size = params.max_response_size or self.max_response_size,
     max_line = self.max_line, accept_encoding = self.accept_encoding,
     max_retries = params.max_retries, on_done = params.on_done, after = after,
+    download = o.download,
     batch = o.rate_limiter, failure = failure,
     handlers = { on_delta = o.on_delta, on_event = o.on_event, batch = o.batch,
       event_mt = event_mt },
@@ -359,7 +360,9 @@ end
 
 --- Any JSON endpoint under base_url, through the same call path (retries, timeouts,
 -- errors, coroutines): client:request{ method = "GET", path = "/batches/x", body = {...}
--- | multipart = {...}, raw = true (res.body undecoded), headers =, timeout = ... }
+-- | multipart = {...}, raw = true (res.body undecoded), download = path (a 2xx body is
+-- written to that file as it arrives; use with raw), headers =, timeout =,
+-- max_response_size =, wait = false (return the call, not its result) }
 function Client:request(params)
   check_params(params, 2)
   local method = params.method or "GET"
@@ -369,8 +372,11 @@ function Client:request(params)
     error("llmchat: 'path' must be a path starting with /", 2)
   end
   local ep = params.raw and endpoints.raw(method, path) or endpoints.json(method, path)
+  if params.download ~= nil and type(params.download) ~= "string" then
+    error("llmchat: 'download' must be a file path", 2)
+  end
   local call = self:_call(ep, params, { body = params.body, multipart = params.multipart,
-    path = path, stream = false })
+    path = path, stream = false, download = params.download })
   if params.wait == false then return call end
   loop.wait(call)
   return call.res, call.err
