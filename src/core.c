@@ -655,6 +655,11 @@ static int dispatch_loop(lua_State *L) {
   long long budget = (long long)lua_tonumber(L, 3), t0 = (long long)lua_tonumber(L, 4);
   request *r;
   luaL_checkstack(L, 32, "llmchat dispatch");
+  if (e->inject == 1 && engine_has_ready(e)) {
+    e->inject = 0;  /* as if building an event ran out of memory */
+    lua_pushliteral(L, "not enough memory");
+    return lua_error(L);
+  }
   while ((r = engine_pop_ready(e, only)) != NULL) {
     dispatch_one(L, e, r, 2);
     if (only) break;
@@ -758,7 +763,16 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
-/* what the engine has seen: { inflight =, connections =, stale_connections = } */
+/* core.inject("dispatch_nomem"): the next dispatch fails as if out of memory while it
+ * builds an event (outside any callback). For specs: the engine must stay usable. */
+static int l_inject(lua_State *L) {
+  engine *e = get_engine(L);
+  static const char *const faults[] = {"none", "dispatch_nomem", NULL};
+  e->inject = luaL_checkoption(L, 1, NULL, faults);
+  return 0;
+}
+
+/* what the engine has seen: { inflight =, connections =, stale_connections =, anchored = } */
 static int l_stats(lua_State *L) {
   engine *e = get_engine(L);
   lua_createtable(L, 0, 3);
@@ -768,6 +782,8 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "connections");
   lua_pushinteger(L, (lua_Integer)e->stale_conns);
   lua_setfield(L, -2, "stale_connections");
+  lua_pushboolean(L, engine_has_ready(e));
+  lua_setfield(L, -2, "queued");
   lua_getuservalue(L, lua_upvalueindex(1));
   {
     lua_Integer n = 0;
@@ -808,6 +824,7 @@ static const luaL_Reg module_funcs[] = {
   {"request", l_request},   {"drive", l_drive},     {"inflight", l_inflight},
   {"timeout", l_timeout},   {"fd", l_fd},           {"fds", l_fds},
   {"now", l_now},           {"dispatching", l_dispatching}, {"stats", l_stats},
+  {"inject", l_inject},
   {"json_decode", ljson_decode},
   {NULL, NULL}};
 

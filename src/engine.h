@@ -43,6 +43,7 @@ typedef struct engine {
    * callbacks): the idle ones are checked for stray bytes before a new transfer */
   curl_socket_t conns[ENGINE_MAX_CONNS];
   int nconns;
+  int inject;                   /* fault injection for specs (core.inject) */
   unsigned long stale_conns;    /* connections discarded for bytes that arrived while idle */
 } engine;
 
