@@ -53,6 +53,14 @@ function M.text_format(params, level)
   return out
 end
 
+--- The HTTP status of a result: res.http_status, or res.status when it is a
+-- number (a Responses API result's status is its own "completed" ...).
+function M.http_status(res)
+  if type(res.http_status) == "number" then return res.http_status end
+  if type(res.status) == "number" then return res.status end
+  return nil
+end
+
 local JSON_TYPES = { json_object = true, json_schema = true }
 
 -- Did the request ask for JSON without a schema of ours?
@@ -73,7 +81,7 @@ function M.decode(res, params, secret)
   if params.schema ~= nil then
     local data, derr = json.decode(text or "")
     if data == nil then
-      return nil, errors.new({ kind = "protocol", status = res.status, headers = res.headers,
+      return nil, errors.new({ kind = "protocol", status = M.http_status(res), headers = res.headers,
         message = "the answer is not the JSON the schema asks for: " .. tostring(derr),
         body = res.content, raw = res.content, refusal = res.refusal, partial = res }, secret)
     end

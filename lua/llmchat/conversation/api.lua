@@ -70,7 +70,7 @@ end
 
 function chat.answer(res)
   if type(res.message) ~= "table" then
-    return nil, errors.new({ kind = "protocol", status = res.status, headers = res.headers,
+    return nil, errors.new({ kind = "protocol", status = schema.http_status(res), headers = res.headers,
       message = "the response has no choices (no assistant message)", partial = res })
   end
   -- the result's message is already shaped (llmchat.message.assistant); shaping
@@ -154,7 +154,7 @@ local call_seq = 0
 -- function_call among them is a tool call (call_id is its id).
 function responses.answer(res)
   if type(res.output) ~= "table" then
-    return nil, errors.new({ kind = "protocol", status = res.status, headers = res.headers,
+    return nil, errors.new({ kind = "protocol", status = schema.http_status(res), headers = res.headers,
       message = "the response has no output items", partial = res })
   end
   local entries, calls = {}, {}
