@@ -485,6 +485,24 @@ describe("conversation", function()
       assert.equal(7, conv:usage().prompt_tokens)
       assert.equal(3, conv:usage().completion_tokens)
     end)
+
+    it("streams with on_event alone, every event kind, and counts the call", function()
+      local seen = {}
+      local conv = llmchat.conversation{ client = client,
+        on_request = function(p) seen[#seen + 1] = { stream_options = p.stream_options } end }
+      conv:tool{ name = "t", handler = function() return "r" end }
+      local kinds = {}
+      local res = assert(conv:say("x", { mock = { chunk_size = 2, script = {
+        { tool_calls = { call("1", "t", '{"a":1}') } }, { reply = "streamed" } } },
+        on_event = function(ev) kinds[ev.kind] = (kinds[ev.kind] or 0) + 1 end }))
+      assert.equal("streamed", res.content)
+      assert.same({ include_usage = true }, seen[1].stream_options)
+      assert.truthy(kinds.tool_call and kinds.tool_call > 1)
+      assert.truthy(kinds.content and kinds.content > 1)
+      assert.equal(2, conv:usage().calls)
+      assert.truthy(conv:usage().completion_tokens > 0)
+      assert.has_error(function() conv:say("x", { on_event = 1 }) end)
+    end)
   end)
 
   describe("structured output", function()

@@ -182,7 +182,7 @@ local function run_turn(self, input, opts)
   local want = { schema = opts.schema, schema_name = opts.schema_name }
   api.structured(params, want)
   want.response_format, want.text = params.response_format, params.text
-  local streaming = params.stream == true or params.on_delta ~= nil
+  local streaming = params.stream == true or params.on_delta ~= nil or params.on_event ~= nil
   if streaming and api.stream_usage and self.stream_usage and params.stream_options == nil then
     params.stream_options = { include_usage = true }  -- usage totals need it
   end
@@ -248,7 +248,7 @@ function Conversation:say(input, opts)
   if opts.schema_name ~= nil and type(opts.schema_name) ~= "string" then
     error("conversation:say: 'schema_name' must be a string", 2)
   end
-  for _, k in ipairs{ "on_tool_call", "on_tool_result", "on_request", "on_delta" } do
+  for _, k in ipairs{ "on_tool_call", "on_tool_result", "on_request", "on_delta", "on_event" } do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then
       error("conversation:say: '" .. k .. "' must be a function", 2)
     end
