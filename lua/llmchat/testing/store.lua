@@ -1,0 +1,3 @@
+local M = {}
+function M.new() return {} end
+return M
