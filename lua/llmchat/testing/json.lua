@@ -19,9 +19,10 @@ M.null = cjson.null
 local ARRAY_MT = { __jsontype = "array" }
 function M.array(t) return setmetatable(t or {}, ARRAY_MT) end
 
---- A key order: a list of names, earliest first.
-function M.rank(names)
+--- A key order: a list of names, earliest first; then base's names (another rank), if given.
+function M.rank(names, base)
   local r = {}
+  for k, v in pairs(base or {}) do r[k] = #names + v end
   for i, k in ipairs(names) do r[k] = i end
   return r
 end

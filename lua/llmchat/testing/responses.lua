@@ -160,6 +160,7 @@ function M.answer(body, mock, ctx)
     output[#output + 1] = { id = sformat("fc_%s_%d", base, k), type = "function_call",
       status = "completed", arguments = tc.arguments, call_id = tc.id, name = tc.name }
   end
+  local produced = output -- what a failed stream still sends before response.failed
   if status == "failed" then output = array() end
 
   local usage = is_tab(entry.usage) and entry.usage or {
@@ -182,7 +183,7 @@ function M.answer(body, mock, ctx)
     tools = array(is_tab(body.tools) and body.tools or {}), top_p = num(body.top_p) or 1,
     truncation = "disabled", usage = usage,
     metadata = is_tab(body.metadata) and body.metadata or {} }
-  return { response = response, context = context, spec = spec, entry = entry }
+  return { response = response, context = context, spec = spec, entry = entry, items = produced }
 end
 
 --- Remember an answer for previous_response_id (the newest MAX_STORED).
@@ -239,7 +240,7 @@ local function stream_events(answer, size)
   add("response.created", { response = start })
   add("response.in_progress", { response = start })
   local pieces = util.utf8_pieces
-  for i, item in ipairs(r.output) do
+  for i, item in ipairs(answer.items) do
     local oi = i - 1
     if item.type == "reasoning" then
       add("response.output_item.added", { output_index = oi,
