@@ -1,4 +1,4 @@
-# Stream assembly (src/jscan.c, src/stream.c: plain C, no Lua): benchmark and fuzzer.
+# Stream assembly (src/jscan.c, src/stream.c, src/stream_cache.c: plain C, no Lua): benchmark and fuzzer.
 #   make bench-assembly              chunks/s over 20,000 realistic chunks, one core
 #   make fuzz-stream FUZZ_TIME=60    libFuzzer + ASan + UBSan (clang), seeds fuzz/stream_corpus
 # The Lua side is covered by spec/stream_assembly_spec.lua and spec/json_diff_spec.lua.
@@ -7,8 +7,8 @@ FUZZ_TIME     ?= 60
 FUZZ_CC       ?= clang
 STREAM_WARN   := -std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -Wmissing-prototypes -Wshadow \
                  -Wstrict-prototypes -pedantic
-STREAM_SRCS   := src/stream.c src/jscan.c
-STREAM_HDRS   := src/stream.h src/jscan.h
+STREAM_SRCS   := src/stream.c src/stream_cache.c src/jscan.c
+STREAM_HDRS   := src/stream.h src/stream_cache.h src/jscan.h src/buf.h
 
 .PHONY: bench-assembly fuzz-stream
 
