@@ -166,12 +166,6 @@ int stream_cache_resume(stream_cache *c, jscan *s, sc_top *t, int *first) {
 
 /* ---- the chunk templates ---- */
 
-void stream_cache_watch(stream_cache *c, stream_cache_scratch *w, jscan *s) {
-  if (!c) return;
-  s->rec = w->rec;
-  s->caprec = TPL_MAXV;
-}
-
 /* Calls fn(span, its position in the order above, ctx) on every span of a parse; stops
  * with 0 as soon as fn returns 0. */
 static int each_span(sc_top *t, sc_choice *sc, size_t nsc, sc_call *scc, size_t nscc,

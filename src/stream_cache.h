@@ -104,7 +104,12 @@ void stream_cache_free(stream_cache *c);
 void stream_cache_forget(stream_cache *c);
 int  stream_cache_lookup(stream_cache *c, stream_cache_scratch *w, const char *json, size_t len,
                          stream_parse *ps, sc_top *t);
-void stream_cache_watch(stream_cache *c, stream_cache_scratch *w, jscan *s);
+/* inline: it runs before every full parse and only points the scanner's recorder at w */
+static inline void stream_cache_watch(stream_cache *c, stream_cache_scratch *w, jscan *s) {
+  if (!c) return;
+  s->rec = w->rec;
+  s->caprec = STREAM_CACHE_MAXV;
+}
 int  stream_cache_resume(stream_cache *c, jscan *s, sc_top *t, int *first);
 void stream_cache_record_prefix(stream_cache *c, const jscan *s, const char *at, const sc_top *t,
                                 int first);
