@@ -76,7 +76,7 @@ static int key_id(const jspan *k) {
   return key_lookup(buf, jscan_unescape(k->p, k->n, buf));
 }
 
-/* ---- buffers ---- */
+/* ---- decoded strings into buffers ---- */
 
 /* Appends a validated string span, decoded. */
 static int buf_append_str(stream_buf *b, const jspan *v) {

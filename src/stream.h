@@ -1,5 +1,6 @@
 /* Stream assembly: chat.completion.chunk payloads folded into one result, in C.
- * Plain C (no Lua): fuzzed and benchmarked alone. The Lua glue is lstream.c.
+ * Plain C (no Lua): fuzzed and benchmarked alone (stream.c, stream_cache.c, jscan.c, buf.h).
+ * The Lua glue is lstream.c.
  *
  * INTERFACE CONTRACT (the request code in core.c/transport.c calls exactly these;
  * the struct layout is shared by stream.c and its Lua glue lstream.c only):
