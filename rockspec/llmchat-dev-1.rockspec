@@ -50,15 +50,11 @@ build = {
     ["llmchat.errors"] = "lua/llmchat/errors.lua",
     ["llmchat.json"] = "lua/llmchat/json.lua",
     ["llmchat.log"] = "lua/llmchat/log.lua",
-    ["llmchat.message"] = "lua/llmchat/message.lua",
     ["llmchat.loop"] = "lua/llmchat/loop.lua",
+    ["llmchat.message"] = "lua/llmchat/message.lua",
     ["llmchat.providers"] = "lua/llmchat/providers.lua",
     ["llmchat.result"] = "lua/llmchat/result.lua",
     ["llmchat.schema"] = "lua/llmchat/schema.lua",
-    ["llmchat.server"] = "lua/llmchat/server.lua",
-  },
-  install = {
-    bin = { ["llmchat-server"] = "bin/llmchat-server" },
   },
   copy_directories = { "docs", "examples" },
 }

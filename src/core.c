@@ -285,6 +285,15 @@ static int r_cancel(lua_State *L) {
   return 0;
 }
 
+/* r:hold(true|false): while held, the request's records are not dispatched (an
+ * iterator whose queue is full); flow control pauses the transfer meanwhile */
+static int r_hold(lua_State *L) {
+  engine *e = get_engine(L);
+  lrequest *lr = check_req(L, 1);
+  engine_hold(e, &lr->r, lua_toboolean(L, 2));
+  return 0;
+}
+
 static int r_close(lua_State *L) {
   lrequest *lr = (lrequest *)luaL_checkudata(L, 1, REQUEST_MT);
   engine *e = (engine *)lua_touserdata(L, lua_upvalueindex(1));
@@ -614,6 +623,11 @@ static void dispatch_one(lua_State *L, engine *e, request *r, int err_slot) {
     if (r->link.completion_due) engine_completed(e, r);
     return;
   }
+  if (r->link.held) {
+    /* released later (engine_hold queues it again); its records wait */
+    lua_settop(L, top);
+    return;
+  }
   ud = lua_gettop(L);
   lua_getuservalue(L, ud);
   hv = lua_gettop(L);
@@ -818,7 +832,7 @@ static const luaL_Reg request_methods[] = {
   {"state", r_state},       {"status", r_status},   {"headers", r_headers},
   {"body", r_body},         {"result", r_result},   {"outcome", r_outcome},
   {"info", r_info},         {"error_json", r_error_json}, {"stream_state", r_stream_state},
-  {"handlers", r_handlers}, {NULL, NULL}};
+  {"handlers", r_handlers}, {"hold", r_hold},         {NULL, NULL}};
 
 static const luaL_Reg module_funcs[] = {
   {"request", l_request},   {"drive", l_drive},     {"inflight", l_inflight},

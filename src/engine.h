@@ -60,6 +60,9 @@ void engine_cancel(engine *e, request *r);   /* stops a transfer at once (reason
 /* Lua took r's pending records: clears them, resumes a paused transfer, re-arms its idle
  * timer. */
 void engine_consumed(engine *e, request *r);
+/* Held: the request is not dispatched (its records wait, and flow control pauses the
+ * transfer once they reach the cap) until released; releasing queues it again. */
+void engine_hold(engine *e, request *r, int on);
 /* r's completion was dispatched (or dropped): r leaves the engine. */
 void engine_completed(engine *e, request *r);
 int  engine_is_added(const request *r);      /* running, or done with completion pending */
