@@ -9,7 +9,7 @@ local function user(text) return { { role = "user", content = text } } end
 local function vmrss_kb()
   local f = io.open("/proc/self/status", "r")
   if not f then return nil end
-  local s = f:read("a")
+  local s = f:read("*a")  -- "*a": Lua 5.1 and 5.2 know no "a"
   f:close()
   return tonumber(s:match("VmRSS:%s*(%d+)"))
 end
