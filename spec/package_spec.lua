@@ -50,7 +50,11 @@ describe("luarocks make", function()
         .. [[type(e) == "table" and "table" or tostring(e))]])))
     assert.equal("true table", out)
     assert.truthy(io.open(so), "core.so installed in the " .. version .. " tree")
-    assert.truthy(io.open(tree .. "/bin/llmchat-server"), "llmchat-server installed")
+    -- the test server is its own rock (llmchat-testing): the library needs neither
+    -- luasocket nor luasec, and installs neither the server nor llmchat.testing
+    assert.falsy(io.open(tree .. "/bin/llmchat-server"), "llmchat-server installed by the library rock")
+    assert.falsy(io.open(("%s/share/lua/%s/llmchat/testing/init.lua"):format(tree, version)),
+      "llmchat.testing installed by the library rock")
     -- only the module's entry point is exported, whatever CFLAGS luarocks used
     local syms = read_all(("nm -D --defined-only %s"):format(quote(so)))
     local exported = {}
