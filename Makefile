@@ -88,10 +88,12 @@ valgrind: all
 	  --show-leak-kinds=definite --trace-children=no \
 	  $(LUA) /usr/bin/busted $(BUSTED_ARGS)
 
-# installs the rock into a private tree, as a user would (no network)
-rock:
+# installs the source rock (make dist) into a private tree for $(LUA), as a user would
+# (no network; LuaRocks builds in its own temporary directory, not in the checkout)
+ROCK_LUA = $(if $(filter luajit,$(LUA)),5.1,$(patsubst lua%,%,$(LUA)))
+rock: dist
 	rm -rf build/rocktree
-	luarocks --lua-version=5.4 make --deps-mode=none --tree build/rocktree rockspec/llmchat-dev-1.rockspec
+	luarocks --lua-version=$(ROCK_LUA) install --deps-mode=none --tree build/rocktree $(DIST_ROCK)
 
 lint:
 	luacheck lua spec bench examples bin
@@ -99,8 +101,12 @@ lint:
 server:
 	$(LUA) bin/llmchat-server
 
+# every build directory: per-Lua builds, asan, fuzzers and their corpora, C tests, dist,
+# rock trees (all under build/), an in-place `luarocks make` (llmchat/, src/*.o), bench
+# output, and libFuzzer artifacts written where a fuzzer was run by hand
 clean:
-	rm -rf build llmchat bench/out
+	rm -rf build llmchat bench/out fuzz/out
+	rm -f src/*.o crash-* leak-* timeout-* oom-* slow-unit-*
 
 # Each concept may add its own targets (fuzzers, C unit tests) in mk/<concept>.mk.
 -include $(wildcard mk/*.mk)
