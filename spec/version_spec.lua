@@ -81,6 +81,16 @@ describe("the version", function()
     assert.equal("MIT", rel.description.license)
   end)
 
+  it("is the rock the README's install lines name", function()
+    local readme = assert(read("README.md"))
+    local rock = "build/dist/llmchat-" .. V .. "-1.src.rock"
+    assert.truthy(readme:find("install --local --deps-mode=none " .. rock, 1, true),
+      "README.md does not install " .. rock)
+    for other in readme:gmatch("llmchat%-([%d%.]+)%-1%.src%.rock") do
+      assert.equal(V, other, "README.md names llmchat-" .. other .. "-1.src.rock")
+    end
+  end)
+
   it("is the bundled test server's", function()
     -- the server is llmchat.testing (it was llmchat.server); it does not load the C core,
     -- so it carries its own copy of the string
