@@ -80,13 +80,15 @@ asan:
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  LLMCHAT_LUA=$(LUA) LUA_CPATH="$(ASAN_DIR)/?.so;;" \
 	  $(BUSTED) --cpath="$(ASAN_DIR)/?.so" $(BUSTED_ARGS)
 
 # valgrind over the whole suite (slow)
 valgrind: all
-	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	LLMCHAT_LUA=$(LUA) LUA_CPATH="$(BUILD)/?.so;;" \
+	  valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --show-leak-kinds=definite --trace-children=no \
-	  $(LUA) /usr/bin/busted $(BUSTED_ARGS)
+	  $(LUA) /usr/bin/busted --cpath="$(BUILD)/?.so" $(BUSTED_ARGS)
 
 # installs the source rock (make dist) into a private tree for $(LUA), as a user would
 # (no network; LuaRocks builds in its own temporary directory, not in the checkout)
