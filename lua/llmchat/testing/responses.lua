@@ -97,8 +97,9 @@ function M.answer(body, mock, ctx)
     return nil, 400, { message = "Missing required parameter: 'input'.", param = "input",
       code = "missing_required_parameter" }
   end
-  local items, ierr = {}, nil
+  local items = {}
   if body.input ~= nil then
+    local ierr
     items, ierr = input_items(body.input)
     if not items then return nil, 400, ierr end
   end
