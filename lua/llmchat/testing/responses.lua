@@ -213,6 +213,7 @@ function Exchange:responses()
   self.streaming = body.stream == true and not status_of(mock.stream_status)
   if self:before_response() then return end
   mock = self.mock
+  if self.streaming and (is_str(mock.raw) or is_tab(mock.raw)) then return self:raw_stream() end
   local answer, status, err = M.answer(body, mock, { id = self.srv.stats.requests,
     created = os.time(), model = self.model, store = self.srv.responses })
   if not answer then
