@@ -22,24 +22,26 @@ dependencies = {
   "luasec",      -- only for --tls-cert/--tls-key
   "lua-cjson",
 }
+-- type "none" with an explicit install list: the builtin type would also copy the
+-- checkout's lua/ directory (the library itself) into this rock
 build = {
-  type = "builtin",
-  modules = {
-    ["llmchat.testing"] = "lua/llmchat/testing/init.lua",
-    ["llmchat.testing.chat"] = "lua/llmchat/testing/chat.lua",
-    ["llmchat.testing.embeddings"] = "lua/llmchat/testing/embeddings.lua",
-    ["llmchat.testing.gzip"] = "lua/llmchat/testing/gzip.lua",
-    ["llmchat.testing.http"] = "lua/llmchat/testing/http.lua",
-    ["llmchat.testing.json"] = "lua/llmchat/testing/json.lua",
-    ["llmchat.testing.model"] = "lua/llmchat/testing/model.lua",
-    ["llmchat.testing.responses"] = "lua/llmchat/testing/responses.lua",
-    ["llmchat.testing.scenario"] = "lua/llmchat/testing/scenario.lua",
-    ["llmchat.testing.store"] = "lua/llmchat/testing/store.lua",
-    ["llmchat.testing.util"] = "lua/llmchat/testing/util.lua",
-    ["llmchat.testing.writers"] = "lua/llmchat/testing/writers.lua",
-  },
+  type = "none",
   install = {
     bin = { ["llmchat-server"] = "bin/llmchat-server" },
+    lua = {
+      ["llmchat.testing"] = "testing/llmchat/testing/init.lua",
+      ["llmchat.testing.chat"] = "testing/llmchat/testing/chat.lua",
+      ["llmchat.testing.embeddings"] = "testing/llmchat/testing/embeddings.lua",
+      ["llmchat.testing.gzip"] = "testing/llmchat/testing/gzip.lua",
+      ["llmchat.testing.http"] = "testing/llmchat/testing/http.lua",
+      ["llmchat.testing.json"] = "testing/llmchat/testing/json.lua",
+      ["llmchat.testing.model"] = "testing/llmchat/testing/model.lua",
+      ["llmchat.testing.responses"] = "testing/llmchat/testing/responses.lua",
+      ["llmchat.testing.scenario"] = "testing/llmchat/testing/scenario.lua",
+      ["llmchat.testing.store"] = "testing/llmchat/testing/store.lua",
+      ["llmchat.testing.util"] = "testing/llmchat/testing/util.lua",
+      ["llmchat.testing.writers"] = "testing/llmchat/testing/writers.lua",
+    },
   },
   copy_directories = { "docs" },
 }

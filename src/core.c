@@ -25,7 +25,7 @@
 #define ENGINE_MT "llmchat.engine"
 #define ENGINE_KEY "llmchat.engine.instance" /* the instance; ENGINE_MT names its metatable */
 #define REQUEST_MT "llmchat.request"
-#define LLMCHAT_VERSION "0.1.0"
+#define LLMCHAT_VERSION "0.2.0"
 
 typedef struct lrequest {
   request r;

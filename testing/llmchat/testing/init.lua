@@ -30,7 +30,7 @@ local floor = math.floor
 local num = util.num
 local CLOSED = http.CLOSED
 
-local M = { _VERSION = "0.1.0" }
+local M = { _VERSION = "0.2.0" }
 
 M.null = json.null
 M.array = json.array
