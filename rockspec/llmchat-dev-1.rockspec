@@ -47,10 +47,6 @@ build = {
     ["llmchat.loop"] = "lua/llmchat/loop.lua",
     ["llmchat.providers"] = "lua/llmchat/providers.lua",
     ["llmchat.result"] = "lua/llmchat/result.lua",
-    ["llmchat.server"] = "lua/llmchat/server.lua",
-  },
-  install = {
-    bin = { ["llmchat-server"] = "bin/llmchat-server" },
   },
   copy_directories = { "docs", "examples" },
 }
