@@ -34,6 +34,10 @@ local PERMANENT = { auth = true, permission = true, not_found = true, bad_reques
 -- the default poll interval grows from MIN to MAX while nothing changes
 local MIN_INTERVAL, MAX_INTERVAL = 1, 30
 
+--- Where temporary files go (the JSONL before its upload, downloads being read): a
+-- function returning a fresh path; os.tmpname by default.
+M.tmpname = os.tmpname
+
 local Batch = {}
 Batch.__index = Batch
 Batch.__name = "llmchat.batch"
@@ -100,13 +104,20 @@ local function check_handle_opts(o)
   if o.headers ~= nil and type(o.headers) ~= "table" then
     error("llmchat.batch: 'headers' must be a table", 4)
   end
+  for _, k in ipairs({ "max_retries", "timeout", "connect_timeout" }) do
+    if o[k] ~= nil and (type(o[k]) ~= "number" or o[k] < 0) then
+      error(("llmchat.batch: '%s' must be a number"):format(k), 4)
+    end
+  end
 end
 
 local function new_handle(client, secret, obj, o)
   o = o or {}
   local h = setmetatable({
     id = obj.id, client = client, on_progress = o.on_progress, interval = o.interval,
-    headers = o.headers, _secret = secret, _last_refresh = core.now(),
+    request_opts = { headers = o.headers, max_retries = o.max_retries, timeout = o.timeout,
+      connect_timeout = o.connect_timeout },
+    _secret = secret, _last_refresh = core.now(),
   }, Batch)
   h.on_progress = nil  -- not for the object the handle is made from
   update(h, obj)
@@ -136,9 +147,18 @@ local function call_json(client, params, secret)
   return decode_answer(res, err, secret, params.method .. " " .. params.path)
 end
 
+-- the options every HTTP request of a batch takes from the caller's
+local REQUEST_OPTS = { "headers", "max_retries", "timeout", "connect_timeout" }
+
+local function with_opts(params, o)
+  for _, k in ipairs(REQUEST_OPTS) do
+    if params[k] == nil then params[k] = o[k] end
+  end
+  return params
+end
+
 local function req(h, params)
-  params.headers = h.headers
-  return h.client:request(params)
+  return h.client:request(with_opts(params, h.request_opts))
 end
 
 ---------------------------------------------------------------------------
@@ -149,8 +169,7 @@ local function start_refresh(h)
   if h._call then return h._call end
   local call
   local path = "/batches/" .. pct(h.id)
-  call = h.client:request{ method = "GET", path = path, headers = h.headers,
-    wait = false, raw = true,
+  call = h.client:request(with_opts({ method = "GET", path = path, wait = false, raw = true,
     on_done = function(res, err)
       if h._call == call then h._call = nil end
       h._last_refresh = core.now()
@@ -162,7 +181,7 @@ local function start_refresh(h)
       else
         h.last_error = err
       end
-    end }
+    end }, h.request_opts))
   h._call = call
   return call
 end
@@ -209,28 +228,28 @@ function Batch:wait(opts)
     error("llmchat.batch: 'on_progress' must be a function", 2)
   end
   local deadline = timeout and core.now() + timeout
-  local saved = self._wait_progress
+  -- no pcall around the loop: Lua 5.1 cannot yield across one; a wait that raised leaves
+  -- its callback behind until the next wait replaces it
   self._wait_progress = opts.on_progress
-  local ok, status, err = pcall(function()
-    while true do
-      local st, rerr = self:refresh()
-      if st and self.done then return st end
-      if not st and PERMANENT[rerr.kind] then return nil, rerr end
-      local pause = interval or interval_of(self)
-      if deadline then
-        local left = deadline - core.now()
-        if left <= 0 then
-          return nil, errors.new({ kind = "timeout", timeout = "wait", batch_status = self.status,
-            message = ("batch %s is still %s after %g s"):format(self.id, tostring(self.status), timeout),
-            last_error = rerr }, self._secret)
-        end
-        if pause > left then pause = left end
+  local status, err
+  while true do
+    local st, rerr = self:refresh()
+    if st and self.done then status = st; break end
+    if not st and PERMANENT[rerr.kind] then err = rerr; break end
+    local pause = interval or interval_of(self)
+    if deadline then
+      local left = deadline - core.now()
+      if left <= 0 then
+        err = errors.new({ kind = "timeout", timeout = "wait", batch_status = self.status,
+          message = ("batch %s is still %s after %g s"):format(self.id, tostring(self.status), timeout),
+          last_error = rerr }, self._secret)
+        break
       end
-      loop.sleep(pause)
+      if pause > left then pause = left end
     end
-  end)
-  self._wait_progress = saved
-  if not ok then error(status, 0) end
+    loop.sleep(pause)
+  end
+  self._wait_progress = nil
   return status, err
 end
 
@@ -242,8 +261,8 @@ function Batch:cancel()
     return nil, errors.new({ kind = "bad_request", batch_status = self.status,
       message = ("batch %s is already %s: nothing to cancel"):format(self.id, self.status) }, self._secret)
   end
-  local res, err = call_json(self.client, { method = "POST", headers = self.headers,
-    path = "/batches/" .. pct(self.id) .. "/cancel", body = {} }, self._secret)
+  local res, err = call_json(self.client, with_opts({ method = "POST",
+    path = "/batches/" .. pct(self.id) .. "/cancel", body = {} }, self.request_opts), self._secret)
   if not res then return nil, err end
   update(self, res)
   return self.status
@@ -256,7 +275,7 @@ end
 -- nil, err.
 local function download(h, file_id)
   if type(file_id) ~= "string" then return false end
-  local path = os.tmpname()
+  local path = M.tmpname()
   local res, err = req(h, { method = "GET", path = "/files/" .. pct(file_id) .. "/content",
     raw = true, download = path, max_response_size = 2 ^ 50 })
   if not res then
@@ -408,18 +427,16 @@ function M.create(client, opts, secret)
   check_handle_opts(opts)
 
   local token = input.token()
-  local path = os.tmpname()
+  local path = M.tmpname()
   local w, err = input.build(requests, { path = path, endpoint = endpoint, client = client,
     limits = limits, token = token })
   if not w then return nil, err end
 
-  local headers = opts.headers
   local filename = type(requests) == "string" and requests:match("([^/]+)$") or ("batch-" .. token .. ".jsonl")
   local file
-  file, err = client:request{ method = "POST", path = "/files", headers = headers,
-    timeout = opts.upload_timeout,
+  file, err = client:request(with_opts({ method = "POST", path = "/files",
     multipart = { { name = "purpose", data = "batch" },
-      { name = "file", file = path, filename = filename, type = "application/jsonl" } } }
+      { name = "file", file = path, filename = filename, type = "application/jsonl" } } }, opts))
   os.remove(path)
   if not file then return nil, err end
   if type(file.id) ~= "string" then
@@ -434,12 +451,13 @@ function M.create(client, opts, secret)
     meta[M.ORDER_KEY] = all_generated and ("seq:%s:%d"):format(token, w.n) or ("input:%d"):format(w.n)
   end
   local obj
-  obj, err = call_json(client, { method = "POST", path = "/batches", headers = headers,
+  obj, err = call_json(client, with_opts({ method = "POST", path = "/batches",
     body = { input_file_id = file.id, endpoint = endpoint, completion_window = window, metadata = meta } },
-    secret)
+    opts), secret)
   if not obj then
     -- the upload is of no use without its batch (best effort)
-    client:request{ method = "DELETE", path = "/files/" .. pct(file.id), headers = headers, max_retries = 0 }
+    client:request{ method = "DELETE", path = "/files/" .. pct(file.id), headers = opts.headers,
+      max_retries = 0 }
     return nil, err
   end
   if type(obj.id) ~= "string" then
@@ -460,8 +478,8 @@ function M.resume(client, id, opts, secret)
   if opts ~= nil and type(opts) ~= "table" then error("llmchat.batch: expected a table of options", 3) end
   opts = opts or {}
   check_handle_opts(opts)
-  local obj, err = call_json(client, { method = "GET", path = "/batches/" .. pct(id),
-    headers = opts.headers }, secret)
+  local obj, err = call_json(client, with_opts({ method = "GET", path = "/batches/" .. pct(id) }, opts),
+    secret)
   if not obj then return nil, err end
   return new_handle(client, secret, obj, opts)
 end
@@ -471,6 +489,7 @@ end
 function M.list(client, opts, secret)
   opts = opts or {}
   if type(opts) ~= "table" then error("llmchat.batches: expected a table of options", 3) end
+  check_handle_opts(opts)
   local q = {}
   if opts.limit ~= nil then
     if type(opts.limit) ~= "number" or opts.limit < 1 then error("llmchat.batches: 'limit' must be a number >= 1", 3) end
@@ -480,13 +499,13 @@ function M.list(client, opts, secret)
     check_id(opts.after, "'after'", 3)
     q[#q + 1] = "after=" .. pct(opts.after)
   end
-  local res, err = call_json(client, { method = "GET", headers = opts.headers,
-    path = "/batches" .. (#q > 0 and ("?" .. table.concat(q, "&")) or "") }, secret)
+  local res, err = call_json(client, with_opts({ method = "GET",
+    path = "/batches" .. (#q > 0 and ("?" .. table.concat(q, "&")) or "") }, opts), secret)
   if not res then return nil, err end
   local data = {}
   for _, obj in ipairs(type(res.data) == "table" and res.data or {}) do
     if type(obj) == "table" and type(obj.id) == "string" then
-      data[#data + 1] = new_handle(client, secret, obj, { headers = opts.headers })
+      data[#data + 1] = new_handle(client, secret, obj, opts)
     else
       data[#data + 1] = obj
     end
