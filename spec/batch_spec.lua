@@ -288,14 +288,16 @@ end
   it("refuses input over the provider's limits before upload", function()
     local before = stats().requests
     -- 50,001 requests: the default count limit, refused before anything is encoded
-    local many = {}
-    for i = 1, 50001 do many[i] = { input = "x" } end
-    local none, err = client:batch{ requests = many, endpoint = "/v1/embeddings" }
+    local none, err
+    do
+      local many = {}
+      for i = 1, 50001 do many[i] = { input = "x" } end
+      none, err = client:batch{ requests = many, endpoint = "/v1/embeddings" }
+    end
     assert.is_nil(none)
     assert.equal("bad_request", err.kind)
     assert.equal("requests", err.limit)
     assert.matches("50001 requests, over the provider's limit of 50000", err.message)
-    many = nil
     -- a line over 10 MB
     none, err = client:batch{ requests = { { messages = { { role = "user",
       content = string.rep("a", 10 * 1024 * 1024) } } } } }
@@ -314,10 +316,13 @@ end
     assert.equal("embedding_inputs", err.limit)
     -- no request, a non-table request, invalid UTF-8
     none, err = client:batch{ requests = {} }
+    assert.is_nil(none)
     assert.matches("no requests", err.message)
     none, err = client:batch{ requests = { "hello" } }
+    assert.is_nil(none)
     assert.matches("request 1 is a string, not a table", err.message)
     none, err = client:batch{ requests = { { messages = { { role = "user", content = "\255" } } } } }
+    assert.is_nil(none)
     assert.equal("bad_request", err.kind)
     assert.matches("request 1:", err.message)
     assert.equal(before + 1, stats().requests)
@@ -355,9 +360,11 @@ end
     f:write(json.encode{ url = "/v1/embeddings", body = { input = "x" } }, "\n")
     f:close()
     none, err = client:batch{ requests = path }
+    assert.is_nil(none)
     assert.matches("url /v1/embeddings is not the batch's endpoint /v1/chat/completions", err.message)
     os.remove(path)
     none, err = client:batch{ requests = path }
+    assert.is_nil(none)
     assert.matches("cannot read", err.message)
   end)
 
@@ -429,6 +436,34 @@ end
     assert.equal("completed", status)
     assert.equal("text 2", results[2].content)
     assert.is_true(ticks >= 10, "ticks: " .. ticks)
+    -- h:poll() from a coroutine: it starts the GET and returns; the run loop completes it
+    local polls, seen = 0, {}
+    llmchat.run(function()
+      local h = assert(client:batch{ requests = chats(2), interval = 0.05, metadata = mock{ seconds = 0.5 } })
+      local deadline = core.now() + 60
+      while not h.done and core.now() < deadline do
+        local st = h:poll()
+        if seen[#seen] ~= st then seen[#seen + 1] = st end
+        polls = polls + 1
+        llmchat.sleep(0.01)
+      end
+      results = h:results()
+    end)
+    assert.equal("completed", seen[#seen])
+    assert.is_true(#seen >= 3, table.concat(seen, ","))
+    assert.is_true(polls > 10, "polls: " .. polls)
+    assert.equal("text 1", results[1].content)
+  end)
+
+  it("removes its upload when the batch cannot be created", function()
+    local function file_count() return #server.request(srv, "GET", "/v1/files").json.data end
+    local before = file_count()
+    local none, err = client:batch{ requests = chats(2), completion_window = "1h" }
+    assert.is_nil(none)
+    assert.equal("bad_request", err.kind)
+    assert.equal(400, err.status)
+    assert.matches("completion_window", err.message)
+    assert.equal(before, file_count())
   end)
 
   it("times a wait out with kind timeout, and lists batches page by page", function()
@@ -482,12 +517,14 @@ end
     assert.equal(n, count)
     collectgarbage("collect")
     base = collectgarbage("count")
-    local all = assert(h:results())
-    collectgarbage("collect")
-    local held = collectgarbage("count") - base
-    assert.equal(n, #all)
-    assert.equal(filler .. n, all[n].content)
-    all = nil
+    local held
+    do
+      local all = assert(h:results())
+      collectgarbage("collect")
+      held = collectgarbage("count") - base
+      assert.equal(n, #all)
+      assert.equal(filler .. n, all[n].content)
+    end
     -- each() holds an index of positions; results() holds every result
     assert.is_true(math.max(peak, 0) * 8 < held, ("each peak %.0f KB, results %.0f KB"):format(peak, held))
     -- and it does not grow as the loop goes
@@ -497,9 +534,9 @@ end
     local made = tmp_files(function() it = assert(h:each()) end)
     assert.equal(1, #made)
     assert.is_true(exists(made[1]))
-    local first_i, first = it()
-    assert.equal(1, first_i)
-    assert.equal(filler .. 1, first.content)
+    local i1, r1 = it()
+    assert.equal(1, i1)
+    assert.equal(filler .. 1, r1.content)
     it:close()
     assert.is_false(exists(made[1]))
     assert.is_nil(it())

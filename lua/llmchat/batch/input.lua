@@ -107,7 +107,8 @@ function M.writer(o)
     if type(item) ~= "table" then
       return fail(("%s is a %s, not a table"):format(where, type(item)))
     end
-    local cid, body, url = item.custom_id, nil, o.endpoint
+    local cid = item.custom_id
+    local body
     if type(item.body) == "table" then
       body = item.body
       if item.method ~= nil and item.method ~= "POST" then
@@ -150,7 +151,7 @@ function M.writer(o)
           limits.embedding_inputs), { limit = "embedding_inputs" })
       end
     end
-    local text, eerr = json.encode({ custom_id = cid, method = "POST", url = url, body = body })
+    local text, eerr = json.encode({ custom_id = cid, method = "POST", url = o.endpoint, body = body })
     if not text then return fail(("%s: %s"):format(where, tostring(eerr))) end
     if #text > limits.line_bytes then
       return fail(("%s is %d bytes as a JSONL line, over the limit of %d bytes"):format(where, #text,
