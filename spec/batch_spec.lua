@@ -447,6 +447,7 @@ end
         polls = polls + 1
         llmchat.sleep(0.01)
       end
+      if seen[#seen] ~= h.status then seen[#seen + 1] = h.status end
       results = h:results()
     end)
     assert.equal("completed", seen[#seen])
