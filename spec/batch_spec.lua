@@ -456,6 +456,39 @@ end
     assert.equal("text 1", results[1].content)
   end)
 
+  it("reads a batch made by another tool in its input order; unmatched lines are reported", function()
+    local lines = {}
+    for i, id in ipairs{ "zeta", "alpha", "mid" } do
+      lines[i] = json.encode{ custom_id = id, method = "POST", url = "/v1/chat/completions",
+        body = { model = "m", messages = { { role = "user", content = "foreign " .. i } } } }
+    end
+    local body, ctype = server.multipart{ { name = "purpose", value = "batch" },
+      { name = "file", filename = "in.jsonl", data = table.concat(lines, "\n") .. "\n" } }
+    local file = server.request(srv, "POST", "/v1/files", body, { ["content-type"] = ctype }).json
+    local function create(metadata)
+      return server.request(srv, "POST", "/v1/batches", { input_file_id = file.id,
+        endpoint = "/v1/chat/completions", completion_window = "24h", metadata = metadata }).json
+    end
+    local h = assert(client:batch_resume(create({ mock = json.encode{ seconds = 0 } }).id))
+    h:wait{ timeout = 60, interval = 0.05 }
+    local r = assert(h:results())
+    assert.same({ "foreign 1", "foreign 2", "foreign 3" }, { r[1].content, r[2].content, r[3].content })
+    assert.same({ "zeta", "alpha", "mid" }, { r[1].custom_id, r[2].custom_id, r[3].custom_id })
+    -- metadata that claims generated ids the file does not have: nothing placed, nothing lost
+    h = assert(client:batch_resume(create({ mock = json.encode{ seconds = 0 },
+      llmchat_order = "seq:abc123:3" }).id))
+    h:wait{ timeout = 60, interval = 0.05 }
+    r = assert(h:results())
+    assert.equal(3, #r)
+    for i, x in ipairs(r) do
+      assert.equal("protocol", x.kind)
+      assert.equal(i .. "-abc123", x.custom_id)
+      assert.matches("in neither its output nor its error file", x.message)
+    end
+    table.sort(h.unmatched)
+    assert.same({ "alpha", "mid", "zeta" }, h.unmatched)
+  end)
+
   it("removes its upload when the batch cannot be created", function()
     local function file_count() return #server.request(srv, "GET", "/v1/files").json.data end
     local before = file_count()
