@@ -496,6 +496,36 @@ end
     assert.same({ "alpha", "mid", "zeta" }, h.unmatched)
   end)
 
+  it("keeps waiting through transient refresh failures, stops at permanent ones", function()
+    local h = assert(client:batch{ requests = chats(2), metadata = mock{ seconds = 0.5 } })
+    local key = "batch-refresh-drop-" .. os.time()
+    -- every refresh of this handle: dropped connections three times (no retries of their own)
+    local flaky = assert(client:batch_resume(h.id, { max_retries = 0, interval = 0.05 }))
+    flaky.request_opts.headers = { ["x-mock"] = json.encode{ key = key, fail_times = 3,
+      drop = "before_headers" } }
+    assert.equal("completed", flaky:wait{ timeout = 60 })
+    assert.is_true(server.request(srv, "GET", "/_stats?key=" .. key).json.count >= 4)
+    assert.equal("text 2", assert(flaky:results())[2].content)
+    -- a 401 on refresh ends the wait at once
+    h = assert(client:batch{ requests = chats(1), metadata = mock{ seconds = 30 } })
+    local denied = assert(client:batch_resume(h.id))
+    denied.request_opts.headers = { ["x-mock"] = json.encode{ status = 401 } }
+    local t0 = core.now()
+    local none, err = denied:wait{ timeout = 60, interval = 0.05 }
+    assert.is_nil(none)
+    assert.equal("auth", err.kind)
+    assert.is_true(core.now() - t0 < 30)
+    -- a 200 that is not a batch object
+    none, err = client:batch_resume(h.id, { headers = { ["x-mock"] = json.encode{ body = '{"foo":1}' } } })
+    assert.is_nil(none)
+    assert.equal("protocol", err.kind)
+    assert.matches("not a batch object", err.message)
+    none, err = client:batch_resume(h.id, { headers = { ["x-mock"] = json.encode{ body = "<html>" } } })
+    assert.is_nil(none)
+    assert.equal("protocol", err.kind)
+    assert.equal("cancelling", h:cancel())
+  end)
+
   it("removes its upload when the batch cannot be created", function()
     local function file_count() return #server.request(srv, "GET", "/v1/files").json.data end
     local before = file_count()

@@ -13,6 +13,7 @@
 -- when the caller gave custom_ids of their own it is "input:<count>" and the order is read
 -- back from the batch's input file. A batch made by another tool is read the same way.
 local core = require("llmchat.core")
+local result = require("llmchat.result")
 local errors = require("llmchat.errors")
 local json = require("llmchat.json")
 local loop = require("llmchat.loop")
@@ -128,7 +129,7 @@ end
 -- A JSON request whose answer keeps its own `status` field: client:request's JSON results
 -- put the HTTP status in res.status (a batch's "in_progress" would be lost), so the answer
 -- is taken raw and decoded here. The decoded object gets http_status and headers.
-local function decode_answer(res, err, secret, what)
+local function decode_answer(res, err, secret, what, is_batch)
   if not res then return nil, err end
   local obj, derr = json.decode(res.body or "")
   if type(obj) ~= "table" then
@@ -136,15 +137,25 @@ local function decode_answer(res, err, secret, what)
       body = res.body, message = what .. ": the answer is not a JSON object ("
         .. tostring(derr or "not an object") .. ")" }, secret)
   end
+  if obj.error ~= nil or is_batch and (type(obj.id) ~= "string" or type(obj.status) ~= "string") then
+    local e = result.http_error(res.http_status or 200, res.headers or {},
+      res.body or "", secret)
+    if obj.error == nil then
+      e.kind, e.message = "protocol", what .. ": the answer is not a batch object (no id or status)"
+    elseif e.kind == "protocol" then
+      e.kind = "server"
+    end
+    return nil, e
+  end
   obj.http_status, obj.headers = res.http_status, res.headers
   return obj
 end
 
 -- a blocking JSON request (yields inside llmchat.run): the decoded object or nil, err
-local function call_json(client, params, secret)
+local function call_json(client, params, secret, is_batch)
   params.raw = true
   local res, err = client:request(params)
-  return decode_answer(res, err, secret, params.method .. " " .. params.path)
+  return decode_answer(res, err, secret, params.method .. " " .. params.path, is_batch)
 end
 
 -- the options every HTTP request of a batch takes from the caller's
@@ -173,7 +184,7 @@ local function start_refresh(h)
     on_done = function(res, err)
       if h._call == call then h._call = nil end
       h._last_refresh = core.now()
-      res, err = decode_answer(res, err, h._secret, "GET " .. path)
+      res, err = decode_answer(res, err, h._secret, "GET " .. path, true)
       call.res, call.err = res, err
       if res then
         h.last_error = nil
@@ -262,7 +273,7 @@ function Batch:cancel()
       message = ("batch %s is already %s: nothing to cancel"):format(self.id, self.status) }, self._secret)
   end
   local res, err = call_json(self.client, with_opts({ method = "POST",
-    path = "/batches/" .. pct(self.id) .. "/cancel", body = {} }, self.request_opts), self._secret)
+    path = "/batches/" .. pct(self.id) .. "/cancel", body = {} }, self.request_opts), self._secret, true)
   if not res then return nil, err end
   update(self, res)
   return self.status
@@ -453,7 +464,7 @@ function M.create(client, opts, secret)
   local obj
   obj, err = call_json(client, with_opts({ method = "POST", path = "/batches",
     body = { input_file_id = file.id, endpoint = endpoint, completion_window = window, metadata = meta } },
-    opts), secret)
+    opts), secret, true)
   if not obj then
     -- the upload is of no use without its batch (best effort)
     client:request{ method = "DELETE", path = "/files/" .. pct(file.id), headers = opts.headers,
@@ -479,7 +490,7 @@ function M.resume(client, id, opts, secret)
   opts = opts or {}
   check_handle_opts(opts)
   local obj, err = call_json(client, with_opts({ method = "GET", path = "/batches/" .. pct(id) }, opts),
-    secret)
+    secret, true)
   if not obj then return nil, err end
   return new_handle(client, secret, obj, opts)
 end
