@@ -65,7 +65,7 @@ describe("llmchat batch", function()
   it("runs a chat batch: states, progress, results in input order from a shuffled file", function()
     local seen = {}
     local h
-    local made = tmp_files(function() h = assert(client:batch{ requests = chats(12), interval = 0.05, metadata = mock{ seconds = 1 },
+    local made = tmp_files(function() h = assert(client:batch{ requests = chats(12), interval = 0.05, metadata = mock{ seconds = 2 },
       on_progress = function(status, counts, handle)
         assert.equal("table", type(counts))
         assert.equal(h, handle)
