@@ -8,7 +8,10 @@ local json = require("llmchat.json")
 local core = require("llmchat.core")
 local server = require("support.server")
 
-local CHILD = server.child()
+-- the interpreter under test for a child process, with this build's module (make asan runs
+-- busted without LUA_CPATH: the child then takes the plain build of that interpreter)
+local CHILD = os.getenv("LUA_CPATH") and server.child()
+  or ("LUA_CPATH='build/%s/?.so;;' %s"):format(server.child_lua, server.child_lua)
 
 local function mock(t) return { mock = json.encode(t) } end
 
