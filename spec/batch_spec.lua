@@ -616,3 +616,51 @@ end
     assert.is_nil(it())
   end)
 end)
+
+-- The shaping of single lines, for forms the local server does not write (OpenAI's error
+-- file lines for requests an expired or cancelled batch never ran, odd lines).
+describe("llmchat.batch.output shapes lines", function()
+  local output = require("llmchat.batch.output")
+  local endpoints = require("llmchat.endpoints")
+
+  it("maps error-file lines without a response to kinds", function()
+    local cases = {
+      { "batch_expired", "expired" }, { "batch_cancelled", "cancelled" },
+      { "request_timeout", "timeout" }, { "something_else", "server" },
+    }
+    for _, c in ipairs(cases) do
+      local res, err = output.shape({ id = "batch_req_1", custom_id = "x", response = json.null,
+        error = { code = c[1], message = "m " .. c[1] } }, endpoints.chat, "sk-secret")
+      assert.is_nil(res)
+      assert.equal(c[2], err.kind)
+      assert.equal(c[1], err.code)
+      assert.equal("x", err.custom_id)
+      assert.equal("m " .. c[1], err.message)
+    end
+  end)
+
+  it("refuses lines that are not results, scrubs the key from errors", function()
+    local _, err = output.shape("nope", endpoints.chat)
+    assert.equal("protocol", err.kind)
+    _, err = output.shape({ custom_id = "x" }, endpoints.chat)
+    assert.equal("protocol", err.kind)
+    assert.matches("neither a response nor an error", err.message)
+    _, err = output.shape({ custom_id = "x", response = { status_code = 200, body = "text" } }, endpoints.chat)
+    assert.equal("protocol", err.kind)
+    _, err = output.shape({ custom_id = "x", response = { status_code = 401,
+      body = { error = { message = "bad key sk-secret-123456", code = "invalid_api_key" } } } },
+      endpoints.chat, "sk-secret-123456")
+    assert.equal("auth", err.kind)
+    assert.equal("invalid_api_key", err.code)
+    assert.is_nil(tostring(err):find("sk-secret-123456", 1, true))
+    -- an error object under a 2xx status is an error, as for a single call
+    _, err = output.shape({ custom_id = "x", response = { status_code = 200,
+      body = { error = { message = "upstream", code = 502 } } } }, endpoints.chat)
+    assert.equal("server", err.kind)
+    -- an endpoint llmchat does not shape: the body as it is
+    local res = output.shape({ custom_id = "y", response = { status_code = 200,
+      body = { results = { { flagged = false } } } } }, nil)
+    assert.is_false(res.results[1].flagged)
+    assert.equal("y", res.custom_id)
+  end)
+end)
