@@ -22,23 +22,25 @@ dependencies = {
   "luasec",      -- only for --tls-cert/--tls-key
   "lua-cjson",
 }
+-- type "none" with an explicit list: the "builtin" type also copies the whole lua/ directory
+-- (the llmchat library with it), and this rock installs only the server
 build = {
-  type = "builtin",
-  modules = {
-    ["llmchat.testing"] = "lua/llmchat/testing/init.lua",
-    ["llmchat.testing.chat"] = "lua/llmchat/testing/chat.lua",
-    ["llmchat.testing.embeddings"] = "lua/llmchat/testing/embeddings.lua",
-    ["llmchat.testing.gzip"] = "lua/llmchat/testing/gzip.lua",
-    ["llmchat.testing.http"] = "lua/llmchat/testing/http.lua",
-    ["llmchat.testing.json"] = "lua/llmchat/testing/json.lua",
-    ["llmchat.testing.model"] = "lua/llmchat/testing/model.lua",
-    ["llmchat.testing.responses"] = "lua/llmchat/testing/responses.lua",
-    ["llmchat.testing.scenario"] = "lua/llmchat/testing/scenario.lua",
-    ["llmchat.testing.store"] = "lua/llmchat/testing/store.lua",
-    ["llmchat.testing.util"] = "lua/llmchat/testing/util.lua",
-    ["llmchat.testing.writers"] = "lua/llmchat/testing/writers.lua",
-  },
+  type = "none",
   install = {
+    lua = {
+      ["llmchat.testing"] = "lua/llmchat/testing/init.lua",
+      ["llmchat.testing.chat"] = "lua/llmchat/testing/chat.lua",
+      ["llmchat.testing.embeddings"] = "lua/llmchat/testing/embeddings.lua",
+      ["llmchat.testing.gzip"] = "lua/llmchat/testing/gzip.lua",
+      ["llmchat.testing.http"] = "lua/llmchat/testing/http.lua",
+      ["llmchat.testing.json"] = "lua/llmchat/testing/json.lua",
+      ["llmchat.testing.model"] = "lua/llmchat/testing/model.lua",
+      ["llmchat.testing.responses"] = "lua/llmchat/testing/responses.lua",
+      ["llmchat.testing.scenario"] = "lua/llmchat/testing/scenario.lua",
+      ["llmchat.testing.store"] = "lua/llmchat/testing/store.lua",
+      ["llmchat.testing.util"] = "lua/llmchat/testing/util.lua",
+      ["llmchat.testing.writers"] = "lua/llmchat/testing/writers.lua",
+    },
     bin = { ["llmchat-server"] = "bin/llmchat-server" },
   },
   copy_directories = { "docs" },

@@ -27,6 +27,16 @@ local function unbase64(s)
     :sub(1, math.floor(#bits / 8)))
 end
 
+-- a little-endian IEEE float32 at byte i of s, decoded by hand (no string.unpack on 5.1)
+local function float32(s, i)
+  local b1, b2, b3, b4 = s:byte(i, i + 3)
+  local sign = b4 >= 128 and -1 or 1
+  local exp = (b4 % 128) * 2 + math.floor(b3 / 128)
+  local mant = (b3 % 128) * 65536 + b2 * 256 + b1
+  if exp == 0 then return sign * mant * 2 ^ -149 end
+  return sign * (1 + mant / 2 ^ 23) * 2 ^ (exp - 127)
+end
+
 describe("llmchat-server /v1/embeddings", function()
   local srv
 
@@ -73,7 +83,7 @@ describe("llmchat-server /v1/embeddings", function()
     assert.equal(20, #bytes)
     local want = expected("hello", 5)
     for i = 1, 5 do
-      assert.equal(want[i], (string.unpack("<f", bytes, 4 * i - 3)))
+      assert.equal(want[i], float32(bytes, 4 * i - 3))
     end
   end)
 

@@ -253,6 +253,16 @@ describe("llmchat-server /v1/responses", function()
       assert.same({ reason = "max_output_tokens" }, ev[#ev][2].response.incomplete_details)
     end)
 
+    it("replay a recorded stream byte for byte", function()
+      local f = assert(io.open("spec/fixtures/responses.sse", "rb"))
+      local raw = f:read("*a")
+      f:close()
+      local res = post{ input = "x", stream = true, mock = { raw = raw, write_split = 100,
+        split_delay = 0 } }
+      assert.equal(raw, res.body)
+      assert.equal("response.completed", server.sse_events(res.body)[16].event)
+    end)
+
     it("split events mid-line, drop mid-stream and keep the connection after a stream", function()
       local body = cjson.encode{ input = "abcdefgh", stream = true,
         mock = { write_split = 5, split_delay = 0 } }

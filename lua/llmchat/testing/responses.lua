@@ -97,8 +97,9 @@ function M.answer(body, mock, ctx)
     return nil, 400, { message = "Missing required parameter: 'input'.", param = "input",
       code = "missing_required_parameter" }
   end
-  local items, ierr = {}, nil
+  local items = {}
   if body.input ~= nil then
+    local ierr
     items, ierr = input_items(body.input)
     if not items then return nil, 400, ierr end
   end
@@ -212,6 +213,7 @@ function Exchange:responses()
   self.streaming = body.stream == true and not status_of(mock.stream_status)
   if self:before_response() then return end
   mock = self.mock
+  if self.streaming and (is_str(mock.raw) or is_tab(mock.raw)) then return self:raw_stream() end
   local answer, status, err = M.answer(body, mock, { id = self.srv.stats.requests,
     created = os.time(), model = self.model, store = self.srv.responses })
   if not answer then

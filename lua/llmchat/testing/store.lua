@@ -17,8 +17,7 @@ local Exchange = require("llmchat.testing.writers")
 local sformat, concat = string.format, table.concat
 local floor = math.floor
 local gettime = socket.gettime
-local is_str, is_tab, num, status_of, merge = util.is_str, util.is_tab, util.num,
-  util.status_of, util.merge
+local is_str, is_tab, num, status_of = util.is_str, util.is_tab, util.num, util.status_of
 local array, NULL = json.array, json.null
 
 local M = {}
