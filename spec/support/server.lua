@@ -24,6 +24,14 @@ function M.child()
   return "LUA_CPATH='" .. M.child_cpath .. "' " .. M.child_lua
 end
 
+--- os.execute(cmd) as a boolean on every version: true when the command exited 0
+-- (Lua 5.1 and LuaJIT return the status number, truthy even when the command failed)
+function M.execute(cmd)
+  local a, _, code = os.execute(cmd)
+  if type(a) == "number" then return a == 0 end
+  return a == true and (code == nil or code == 0)
+end
+
 -- the repository root: this file is <root>/spec/support/server.lua
 local function repo_root()
   local src = debug.getinfo(1, "S").source:gsub("^@", "")
