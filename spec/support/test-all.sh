@@ -31,8 +31,8 @@ for lua in $LUAS; do
   if [ "$status" -ne 0 ]; then
     rc=1
     # the failures and errors, without the progress line
-    grep -aE '^(Failure|Error) → ' -A3 "$log" | sed 's/^/    /'
-    [ -n "$(grep -aE '^(Failure|Error) → ' "$log")" ] || tail -n 20 "$log" | sed 's/^/    /'
+    grep -aE '^(Failure|Error) (→|->) ' -A3 "$log" | sed 's/^/    /'
+    [ -n "$(grep -aE '^(Failure|Error) (→|->) ' "$log")" ] || tail -n 20 "$log" | sed 's/^/    /'
   fi
   printf '%-7s %-8s wall %5ss  %s\n' "$lua" "$([ "$status" -eq 0 ] && echo ok || echo FAILED)" "$wall" "$summary" | tee -a "$report"
 done
