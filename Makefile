@@ -36,7 +36,7 @@ MODULE ?= $(BUILD)/llmchat/core.so
 
 BUSTED ?= $(LUA) /usr/bin/busted
 
-.PHONY: all test spec check demo bench fuzz asan valgrind lint clean server deps rock compat
+.PHONY: all test test-all spec check demo bench fuzz asan valgrind lint clean server deps rock rock-all compat
 
 all: $(MODULE)
 
@@ -55,6 +55,12 @@ test: all
 	LLMCHAT_LUA=$(LUA) LUA_CPATH="$(BUILD)/?.so;;" $(BUSTED) --cpath="$(BUILD)/?.so" $(BUSTED_ARGS)
 
 spec: test
+
+# The whole suite on every Lua version (LUAS), one after another; each version's
+# summary and wall time, then the totals in busted's format. Goes on past a failure.
+LUAS ?= luajit lua5.1 lua5.2 lua5.3 lua5.4
+test-all:
+	@MAKE="$(MAKE)" sh spec/support/test-all.sh $(LUAS)
 
 # installs missing Debian packages (as root)
 deps:
@@ -96,6 +102,11 @@ ROCK_LUA = $(if $(filter luajit,$(LUA)),5.1,$(patsubst lua%,%,$(LUA)))
 rock: dist
 	rm -rf build/rocktree
 	luarocks --lua-version=$(ROCK_LUA) install --deps-mode=none --tree build/rocktree $(DIST_ROCK)
+
+# luarocks make for every version (LuaJIT: the 5.1 tree), each from a copy of the
+# checkout, loaded by its own interpreter: spec/package_spec.lua under each
+rock-all:
+	@MAKE="$(MAKE)" BUSTED_ARGS=spec/package_spec.lua sh spec/support/test-all.sh $(LUAS)
 
 lint:
 	luacheck lua spec bench examples bin

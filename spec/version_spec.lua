@@ -94,7 +94,7 @@ describe("the version", function()
   it("is the bundled test server's", function()
     -- the server is llmchat.testing (it was llmchat.server); it does not load the C core,
     -- so it carries its own copy of the string
-    local name = exists("lua/llmchat/testing/init.lua") and "llmchat.testing" or "llmchat.server"
+    local name = "llmchat.testing"
     local server = require(name)
     assert.equal(V, server._VERSION, name .. "._VERSION must be " .. V)
   end)
