@@ -114,7 +114,7 @@ rock-all:
 	@MAKE="$(MAKE)" BUSTED_ARGS=spec/package_spec.lua sh spec/support/test-all.sh $(LUAS)
 
 lint:
-	luacheck lua spec bench examples bin
+	luacheck lua testing spec bench examples bin
 
 server:
 	$(LUA) bin/llmchat-server
