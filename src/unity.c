@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
@@ -39,10 +40,13 @@
 #include "jdecode.c"
 #include "sse.c"
 #include "lsse.c"
+#include "stream_cache.c"
 #include "stream.c"
 #include "lstream.c"
-#include "transport.c"
-#include "loop.c"
+#include "consumer.c"
+#include "lconsumer.c"
+#include "request.c"
+#include "engine.c"
 #include "core.c"
 
 #if defined(__GNUC__) || defined(__clang__)

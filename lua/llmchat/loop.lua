@@ -8,6 +8,13 @@ local M = {}
 local now = core.now
 local unpack = table.unpack or unpack  -- luacheck: ignore 143
 
+-- PUC Lua 5.1 cannot yield across pcall, a metamethod or the call of a generic for's
+-- iterator; LuaJIT and 5.2+ can
+local OLD_YIELD = _VERSION == "Lua 5.1" and not rawget(_G, "jit")
+M.OLD_YIELD = OLD_YIELD
+
+local function pack(...) return { n = select("#", ...), ... } end
+
 -- timers: a small binary heap ordered by due time
 local heap = {}
 local timer_seq = 0
@@ -122,24 +129,51 @@ local function wake(task)
 end
 M.wake = wake
 
+--- Calls started inside a task are tracked by it (weakly): when the task dies with an
+-- error, or is killed, every call it started and did not finish is cancelled.
+function M.track(task, call)
+  local t = task.calls
+  if not t then
+    t = setmetatable({}, { __mode = "k" })
+    task.calls = t
+  end
+  t[call] = true
+end
+
+local function cancel_calls(task)
+  if task.calls then
+    for call in pairs(task.calls) do
+      if not call.done then call:cancel() end
+    end
+    task.calls = nil
+  end
+  if task.call and task.call.cancel and not task.call.done then task.call:cancel() end
+end
+
 local function kill_group(group)
   for co, task in pairs(tasks) do
-    if task.group == group and not task.dead then
+    if task.group == group and not task.dead and co == task.co then
       task.dead = true
       ntasks = ntasks - 1
-      if task.call and task.call.cancel then task.call:cancel() end
       tasks[co] = nil
+      cancel_calls(task)
       if coroutine.close then pcall(coroutine.close, co) end
     end
   end
 end
 
+-- Resumes every task that was ready when it began. A task outside any group (spawned
+-- outside llmchat.run) that raises does not strand the others of the batch: they are
+-- resumed too, and the first such error is raised once the batch is done.
 local function resume_ready()
   local batch = ready
   ready = {}
+  local first_err, has_err
   for _, task in ipairs(batch) do
     task.queued = false
-    if not task.dead then
+    -- a task waiting inside a generic for on 5.1 is running (it resumed us): it goes on
+    -- when its own wait ends
+    if not task.dead and coroutine.status(task.co) == "suspended" then
       local ok, err = coroutine.resume(task.co, unpack(task.args or {}))
       task.args = nil
       if coroutine.status(task.co) == "dead" then
@@ -148,26 +182,32 @@ local function resume_ready()
         tasks[task.co] = nil
         if task.group then task.group.left = task.group.left - 1 end
         if not ok then
+          -- what it started goes with it (5.4 also closes its to-be-closed variables)
+          cancel_calls(task)
+          if coroutine.close then pcall(coroutine.close, task.co) end
           if task.group then
             if task.group.err == nil then
               task.group.err = err
               task.group.traceback = debug.traceback(task.co)
             end
             kill_group(task.group)
-          else
-            error(err, 0)
+          elseif not has_err then
+            has_err, first_err = true, err
           end
         end
       end
     end
   end
+  if has_err then error(first_err, 0) end
 end
 
 local current_group = nil
 
 --- Starts fn(...) as a coroutine driven by llmchat.run / llmchat.poll.
 function M.spawn(fn, ...)
-  if type(fn) ~= "function" then error("llmchat.spawn: expected a function", 2) end
+  if type(fn) ~= "function" then
+    error(("llmchat.spawn: bad argument #1 'fn' (a function expected, got %s)"):format(type(fn)), 2)
+  end
   local co = coroutine.create(fn)
   local parent = tasks[coroutine.running() or false]
   local group = parent and parent.group or current_group
@@ -183,6 +223,37 @@ end
 function M.current_task()
   local co = coroutine.running()
   return co and tasks[co]
+end
+
+--- pcall that a coroutine of ours may yield through, on every Lua version. On 5.1 the
+-- function runs in a coroutine of its own (mapped to the same task) whose yields are passed
+-- up to the scheduler and whose errors are caught by resume.
+function M.pcall(f, ...)
+  local task = OLD_YIELD and M.current_task()
+  if not task then return pcall(f, ...) end
+  local co = coroutine.create(f)
+  tasks[co] = task
+  local args = pack(...)
+  while true do
+    local r = pack(coroutine.resume(co, unpack(args, 1, args.n)))
+    if coroutine.status(co) == "dead" then
+      tasks[co] = nil
+      return unpack(r, 1, r.n)
+    end
+    args = pack(coroutine.yield(unpack(r, 2, r.n)))
+  end
+end
+
+--- A value whose collection calls fn (5.1 and LuaJIT: a newproxy userdata; 5.2+: a
+-- table with __gc). Keep it in the object whose life it follows.
+function M.on_collect(fn)
+  local np = rawget(_G, "newproxy")
+  if np then
+    local p = np(true)
+    getmetatable(p).__gc = function() fn() end
+    return p
+  end
+  return setmetatable({}, { __gc = function() fn() end })
 end
 
 ---------------------------------------------------------------------------
@@ -201,15 +272,29 @@ end
 
 local in_poll = false
 
+-- The default frame budget of poll(0): what one call may spend moving transfers and
+-- firing callbacks before it leaves the rest queued (in order) for the next poll. A 60 fps
+-- frame is 16.7 ms; a millisecond of it is llmchat's.
+local DEFAULT_BUDGET = 0.001
+M.DEFAULT_BUDGET = DEFAULT_BUDGET
+
 --- Advances every request in flight; fires callbacks and due timers; resumes
 -- coroutines. Returns how many calls and coroutines are still going.
-function M.poll(timeout)
+-- budget (seconds): stop delivering once that much time is spent (what is left stays
+-- queued, in order; llmchat.timeout() is 0 then). Default: DEFAULT_BUDGET for poll(0),
+-- none for a poll that may wait. false: no budget.
+function M.poll(timeout, budget)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
-    error("llmchat.poll: timeout must be a number of seconds", 2)
+    error("llmchat.poll: 'timeout' must be a number of seconds", 2)
+  end
+  if budget ~= nil and budget ~= false and (type(budget) ~= "number" or budget ~= budget or budget < 0) then
+    error("llmchat.poll: 'budget' must be a number of seconds (or false)", 2)
   end
   if in_poll or core.dispatching() then
     error("llmchat.poll: cannot poll from inside a callback that poll fired", 2)
   end
+  if budget == nil then budget = (timeout or 0) == 0 and DEFAULT_BUDGET or 0 end
+  if budget == false then budget = 0 end
   in_poll = true
   local ok, err = pcall(function()
     local wait = timeout or 0
@@ -217,7 +302,7 @@ function M.poll(timeout)
     local nt = next_delay()
     if nt and nt < wait then wait = nt end
     if core.inflight() == 0 and not nt then wait = 0 end
-    local _, cberr = core.drive(wait)
+    local _, cberr = core.drive(wait, nil, budget)
     fire_timers()
     resume_ready()
     if cberr ~= nil then error(cberr, 0) end
@@ -264,17 +349,41 @@ function M.wait(call, until_fn)
     local wait = 1.0
     local nt = next_delay(call)
     if nt and nt < wait then wait = nt end
-    local _, err = core.drive(wait, call.req)
+    -- only this call's callbacks; a call that never reached the network (it failed before
+    -- sending) has no request: drive without dispatching anybody's
+    local _, err = core.drive(wait, call.req or false)
     fire_timers(call)
     if err ~= nil then error(err, 0) end
   end
+end
+
+--- wait() for the iterator of a generic for. On 5.1 (no yield across the for's call) a
+-- coroutine of ours cannot yield there: it drives the engine itself, and resumes the other
+-- ready coroutines meanwhile, so they go on while it waits. Elsewhere: wait().
+function M.wait_in_iterator(call, until_fn)
+  local task = M.current_task()
+  if not (OLD_YIELD and task) then return M.wait(call, until_fn) end
+  local prev = task.call
+  task.call = call
+  while not until_fn(call) do
+    local wait = #ready > 0 and 0 or 0.05
+    local nt = next_delay()
+    if nt and nt < wait then wait = nt end
+    local _, err = core.drive(wait)
+    fire_timers()
+    resume_ready()
+    if err ~= nil then error(err, 0) end
+  end
+  task.call = prev
 end
 
 --- Runs fn(...) as a coroutine and drives everything until it and every
 -- coroutine it spawned are done. An error in one cancels the others and is
 -- raised from run.
 function M.run(fn, ...)
-  if type(fn) ~= "function" then error("llmchat.run: expected a function", 2) end
+  if type(fn) ~= "function" then
+    error(("llmchat.run: bad argument #1 'fn' (a function expected, got %s)"):format(type(fn)), 2)
+  end
   local group = { left = 0 }
   local saved = current_group
   current_group = group
