@@ -81,8 +81,44 @@ local function build_luajit()
   assert(built_luajit, "make LUA=luajit failed: the hosts need the LuaJIT build of llmchat.core")
 end
 
+
 local CHUNKS = 20000   -- per full-speed stream: 80 KB of content, ~4 MB of SSE
 local LIMIT = 60       -- seconds a host may take before the run counts as a hang
+
+-- What an editor does, without the editor: one stream per user command, a poll(0) after
+-- each start, so earlier streams are already paused by flow control when the next starts.
+describe("streams started one at a time, a poll(0) between (as a host's commands do)", function()
+  local srv
+  setup(function() srv = server.start() end)
+  teardown(function()
+    local llmchat = require("llmchat")
+    while llmchat.poll(0.01) > 0 do end
+    srv.stop()
+  end)
+
+  it("every stream completes exactly", function()
+    local llmchat = require("llmchat")
+    local c = llmchat.client{ base_url = srv.url, api_key = "sk-test", model = "m" }
+    local want = server_content(srv, "x", { long_stream = CHUNKS, chunk_size = 4 })
+    local got, errs = {}, {}
+    for i = 1, 16 do
+      local parts = {}
+      c:start{ messages = { { role = "user", content = "x" } }, stream = true,
+        mock = { long_stream = CHUNKS, chunk_size = 4 },
+        on_delta = function(t) parts[#parts + 1] = t end,
+        on_done = function(_, err) got[i] = table.concat(parts); errs[i] = err end }
+      llmchat.poll(0)
+      socket.sleep(0.005)   -- the editor opens a buffer meanwhile
+    end
+    local deadline = socket.gettime() + 60
+    while llmchat.poll(0.01) > 0 and socket.gettime() < deadline do end
+    for i = 1, 16 do
+      assert.is_nil(errs[i], ("stream %d: %s after %d bytes (engine stats: stale_connections=%s)"):format(
+        i, tostring(errs[i]), #(got[i] or ""), tostring(llmchat.core.stats().stale_connections)))
+      assert.is_true(got[i] == want, ("stream %d: %d bytes, %d sent"):format(i, #(got[i] or ""), #want))
+    end
+  end)
+end)
 
 -- Neovim ------------------------------------------------------------------------------
 local has_nvim = installed("nvim")

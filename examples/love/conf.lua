@@ -1,3 +1,4 @@
+-- luacheck: globals love
 -- LÖVE 11 configuration of the llmchat village (examples/love/main.lua)
 function love.conf(t)
   t.identity = "llmchat-village"

@@ -1,3 +1,4 @@
+-- luacheck: globals love
 -- The llmchat village: a LÖVE game whose villagers stream their lines while the game keeps
 -- rendering. Each villager's line is one client:start{ stream = true }; love.update calls
 -- llmchat.poll(0) once per frame, which never waits and fires the on_delta callbacks for

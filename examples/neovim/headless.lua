@@ -1,3 +1,4 @@
+-- luacheck: globals vim
 -- A headless run of the Neovim example, for the test suite and for measuring a machine:
 --
 --   nvim --headless -u NONE -c 'luafile examples/neovim/headless.lua'
@@ -144,6 +145,8 @@ if scenario == "streams" or scenario == "burst" then
       result.flush_ms = summary(plugin.stats.flush_time)
       result.lateness_all = lateness
       result.polls = plugin.stats.polls
+      local ok_stats, engine_stats = pcall(function() return require("llmchat").core.stats() end)
+      if ok_stats then result.engine = engine_stats end
       finish(0)
     end)
     return true

@@ -1,3 +1,4 @@
+-- luacheck: globals vim
 -- llmchat in Neovim: `:LLMChat <prompt>` streams the reply into a new buffer, <C-c> in
 -- that buffer cancels it. Neovim's own event loop (libuv, through vim.uv / vim.loop) drives
 -- llmchat: a poll handle on llmchat.fd(), a timer from llmchat.timeout() and an idle

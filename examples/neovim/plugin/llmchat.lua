@@ -1,3 +1,4 @@
+-- luacheck: globals vim
 -- :LLMChat <prompt>   streams a reply into a new buffer (<C-c> in it cancels)
 -- :LLMChatCancel[!]   cancels the current buffer's reply (! : every reply)
 -- Configure with require("llmchat_nvim").setup{ base_url = ..., model = ..., ... }
