@@ -166,6 +166,7 @@ describe_nvim("Neovim (headless) driving llmchat through vim.loop", function()
       :format(r.nvim, r.libuv, CHUNKS, r.seconds, r.polls, dt))
     report("  1 ms timer lateness: " .. ms(r.lateness_ms))
     report("  llmchat.poll(0):     " .. ms(r.poll_ms))
+    report("  poll(0) thread CPU:  " .. ms(r.poll_cpu_ms))
     report("  buffer flushes:      " .. ms(r.flush_ms))
   end)
 
@@ -179,6 +180,7 @@ describe_nvim("Neovim (headless) driving llmchat through vim.loop", function()
       :format(r.block_ms, r.seconds, r.polls))
     report("  1 ms timer lateness: " .. ms(r.lateness_ms))
     report("  llmchat.poll(0):     " .. ms(r.poll_ms))
+    report("  poll(0) thread CPU:  " .. ms(r.poll_cpu_ms))
   end)
 
   it("the buffer's cancel key (<C-c>) cancels the reply; nothing arrives afterwards", function()
@@ -270,6 +272,7 @@ describe_love("LÖVE (under Xvfb) polling llmchat once per frame", function()
     report("  frame time:        " .. ms(r.frame_ms))
     report("  update+draw:       " .. ms(r.work_ms))
     report("  llmchat.poll(0):   " .. ms(r.poll_ms))
+    report("  poll(0) thread CPU: " .. ms(r.poll_cpu_ms))
   end
 
   it("16 full-speed streams arrive exactly while the game renders", function()

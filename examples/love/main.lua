@@ -57,7 +57,24 @@ local player = { x = 480, y = 600 }
 local now = love.timer.getTime
 local t_start   -- when the villagers were asked
 
+-- this thread's CPU time (LuaJIT's FFI, Linux): a poll's own cost, without the time the
+-- kernel gave other processes meanwhile (a loaded machine inflates wall-clock figures)
+local function thread_cpu_clock()
+  local ok, ffi = pcall(require, "ffi")
+  if not ok or ffi.os ~= "Linux" then return nil end
+  pcall(ffi.cdef, "typedef struct { long tv_sec; long tv_nsec; } llmchat_timespec;"
+    .. " int clock_gettime(int clk, llmchat_timespec *tp);")
+  local ts = ffi.new("llmchat_timespec")
+  local CLOCK_THREAD_CPUTIME_ID = 3
+  return function()
+    ffi.C.clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts)
+    return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+  end
+end
+
 -- measurements (printed at quit and written to LLMCHAT_LOVE_OUT)
+local cpu_clock = thread_cpu_clock()
+local poll_cpu_ms = {}
 local frame_ms, poll_ms, work_ms = {}, {}, {}
 local last_update, frame_began, next_frame
 local frames, WARMUP = 0, 5
@@ -161,9 +178,10 @@ function love.update(dt)
   if frames > WARMUP then skip_interval = false end
   last_update, frame_began = t0, t0
 
-  local p0 = now()
+  local p0, c0 = now(), cpu_clock and cpu_clock()
   llmchat.poll(0)                 -- once per frame, never waits
   if frames > WARMUP then poll_ms[#poll_ms + 1] = (now() - p0) * 1000 end
+  if frames > WARMUP and c0 then poll_cpu_ms[#poll_cpu_ms + 1] = (cpu_clock() - c0) * 1000 end
 
   local speed = 220 * dt
   if love.keyboard.isDown("left") then player.x = player.x - speed end
@@ -259,6 +277,7 @@ function love.quit()
   if not quit_plain then llmchat.poll(0) end   -- the cancellations finish before the exit
   local r = { love = ("%d.%d"):format(love.getVersion()), seconds = now() - (t_start or now()),
     in_flight_at_quit = in_flight, frame_ms = summary(frame_ms), poll_ms = summary(poll_ms),
+    poll_cpu_ms = summary(poll_cpu_ms),
     work_ms = summary(work_ms), frames = frames, warmup_frames = WARMUP, villagers = {} }
   for i, v in ipairs(villagers) do
     r.villagers[i] = { name = v.name, question = question(v), state = v.state,

@@ -45,6 +45,21 @@ local function setup(params)
   plugin.setup(opts)
 end
 
+-- this thread's CPU time (LuaJIT's FFI, Linux): a poll's own cost, without the time the
+-- kernel gave other processes meanwhile (a loaded machine inflates wall-clock figures)
+local function thread_cpu_clock()
+  local ok, ffi = pcall(require, "ffi")
+  if not ok or ffi.os ~= "Linux" then return nil end
+  pcall(ffi.cdef, "typedef struct { long tv_sec; long tv_nsec; } llmchat_timespec;"
+    .. " int clock_gettime(int clk, llmchat_timespec *tp);")
+  local ts = ffi.new("llmchat_timespec")
+  local CLOCK_THREAD_CPUTIME_ID = 3
+  return function()
+    ffi.C.clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts)
+    return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+  end
+end
+
 -- results --------------------------------------------------------------------------
 local function serialize(v, indent)
   local t = type(v)
@@ -125,6 +140,7 @@ if scenario == "streams" or scenario == "burst" then
   result.streams, result.chunks = nstreams, nchunks
   local t0 = uv.hrtime()
   plugin.stats.record = true
+  plugin.stats.cpu_clock = thread_cpu_clock()
   for i = 1, nstreams do chat("full-speed stream " .. i) end
   if scenario == "streams" then start_ticker() end
   if scenario == "burst" then
@@ -142,6 +158,7 @@ if scenario == "streams" or scenario == "burst" then
       result.texts, result.statuses = replies()
       result.lateness_ms = summary(lateness)
       result.poll_ms = summary(plugin.stats.poll_time)
+      result.poll_cpu_ms = summary(plugin.stats.poll_cpu)
       result.flush_ms = summary(plugin.stats.flush_time)
       result.lateness_all = lateness
       result.polls = plugin.stats.polls

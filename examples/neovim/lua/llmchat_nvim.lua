@@ -31,7 +31,9 @@ local config = {
 
 local llmchat, client
 local chats = {}            -- buffer number -> chat
-local stats = { polls = 0, poll_time = {}, flush_time = {} }   -- for the headless measurements
+-- stats.record = true: each poll's wall time (ms); stats.cpu_clock = a function returning
+-- this thread's CPU seconds: each poll's CPU time too (what preemption does not inflate)
+local stats = { polls = 0, poll_time = {}, poll_cpu = {}, flush_time = {} }
 M.stats = stats
 
 local function lib()
@@ -125,11 +127,11 @@ local function rearm()
 end
 
 function step()
-  local t0 = uv.hrtime()
+  local t0, c0 = uv.hrtime(), stats.cpu_clock and stats.cpu_clock()
   local ok, left = pcall(lib().poll, 0)
-  local n = stats.polls + 1
-  stats.polls = n
+  stats.polls = stats.polls + 1
   if stats.record then stats.poll_time[#stats.poll_time + 1] = (uv.hrtime() - t0) / 1e6 end
+  if c0 then stats.poll_cpu[#stats.poll_cpu + 1] = (stats.cpu_clock() - c0) * 1e3 end
   if not ok then
     vim.schedule(function() vim.notify("llmchat: " .. tostring(left), vim.log.levels.ERROR) end)
     left = 1
