@@ -49,7 +49,12 @@ options:
   -c, --continue          continue the last conversation
       --no-save           do not save this conversation as the last one
       --timeout S         give up on a request after S seconds
+      --max-retries N     retries on 429, 5xx and network failures (default 2)
   -H, --header 'N: V'     send this HTTP header too; repeatable
+  -o, --output FILE       batch: where the results go (default stdout)
+      --endpoint PATH     batch: /v1/chat/completions (default), /v1/responses,
+                          /v1/embeddings
+      --interval S        batch: seconds between status checks (default 10)
   -h, --help              this help
       --version           llmchat's version
 
@@ -82,9 +87,26 @@ local function strip_position(s)
   return (tostring(s):gsub("^[^:\n]*:%d+: ", ""))
 end
 
+-- the API key in use: never printed (errors and JSON output are scrubbed)
+local secret
+
+local function scrub(s)
+  if not secret or type(s) ~= "string" then return s end
+  local out, i = {}, 1
+  while true do
+    local a, b = s:find(secret, i, true)
+    if not a then break end
+    out[#out + 1] = s:sub(i, a - 1)
+    out[#out + 1] = "<redacted>"
+    i = b + 1
+  end
+  out[#out + 1] = s:sub(i)
+  return table.concat(out)
+end
+
 --- Writes one line on stderr, prefixed with "llmchat: " unless it already is.
 local function warn(msg)
-  msg = one_line(msg)
+  msg = scrub(one_line(msg))
   if not msg:find("^llmchat: ") then msg = "llmchat: " .. msg end
   io.stderr:write(msg, "\n")
   io.stderr:flush()
@@ -139,7 +161,7 @@ end
 --- v as one line of JSON (a result, an error, a vector)
 function M.to_json(v)
   local ok, text, err = pcall(llmchat.json.encode, plain(v, {}))
-  if ok and text then return text end
+  if ok and text then return scrub(text) end
   return nil, tostring(err or text)
 end
 
@@ -162,6 +184,7 @@ local FLAGS = {
   ["--schema"] = "schema",
   ["-i"] = "image", ["--image"] = "image",
   ["--timeout"] = "timeout",
+  ["--max-retries"] = "max_retries",
   ["-H"] = "header", ["--header"] = "header",
   -- batch
   ["-o"] = "output", ["--output"] = "output",
@@ -175,7 +198,7 @@ local SWITCHES = {
   ["--version"] = "version", ["--no-save"] = "no_save",
 }
 local REPEATED = { image = true, header = true }
-local NUMBERS = { temperature = true, max_tokens = true, timeout = true, interval = true }
+local NUMBERS = { temperature = true, max_tokens = true, timeout = true, interval = true, max_retries = true }
 
 --- Parses argv: returns opts, words; or nil and a usage message.
 function M.parse(argv)
@@ -231,6 +254,10 @@ function M.client(opts)
   if model == "" then model = nil end
   local key = os.getenv("LLMCHAT_API_KEY")
   if key == "" then key = nil end
+  local preset_env = provider and ({ openai = "OPENAI_API_KEY", aimlapi = "AIMLAPI_API_KEY",
+    openrouter = "OPENROUTER_API_KEY", segmind = "SEGMIND_API_KEY" })[provider]
+  secret = key or (preset_env and os.getenv(preset_env)) or nil
+  if secret and #secret < 4 then secret = nil end  -- too short to find without false hits
   local headers
   for _, h in ipairs(opts.header or {}) do
     local name, value = h:match("^%s*([^:%s]+)%s*:%s*(.-)%s*$")
@@ -239,7 +266,7 @@ function M.client(opts)
     headers[name] = value
   end
   local copts = { provider = provider, base_url = base_url, model = model, api_key = key,
-    timeout = opts.timeout, headers = headers }
+    timeout = opts.timeout, headers = headers, max_retries = opts.max_retries }
   local ok, client = pcall(llmchat.client, copts)
   if not ok then
     local msg = strip_position(client)
@@ -617,6 +644,9 @@ local function interactive(client, opts)
         if interrupted then
           printer.finish()
           note("(interrupted)")
+          -- llmchat.run stopped the turn's coroutine inside conv:say, which
+          -- leaves that conversation marked busy; a fork is the same history, idle
+          conv = conv:fork()
           keep_partial(conv, line, printer.text())
         elseif res then
           if opts.no_stream or not printer.wrote then printer.result(res) end

@@ -84,12 +84,20 @@ function M.columns()
   return 80
 end
 
---- In polling mode: true when Ctrl-C was typed since the last check (other keys are dropped).
+-- keys typed while an answer streamed: the next line starts with them
+local typeahead = {}
+
+--- In polling mode: true when Ctrl-C was typed since the last check (other
+-- keys are kept for the next line; Ctrl-C drops them).
 function M.ctrl_c_pending()
   while true do
     local c = io.stdin:read(1)
     if c == nil or c == "" then return false end
-    if c == "\3" then return true end
+    if c == "\3" then
+      typeahead = {}
+      return true
+    end
+    typeahead[#typeahead + 1] = c
   end
 end
 
@@ -118,6 +126,7 @@ function Editor:add_history(line)
 end
 
 local function read_byte()
+  if typeahead[1] then return table.remove(typeahead, 1) end
   return io.stdin:read(1)
 end
 
