@@ -365,10 +365,17 @@ describe("retries", function()
     assert.truthy(dt >= 0.28 and dt < 2, "waited " .. dt)
   end)
 
-  it("does not wait longer than max_retry_after", function()
+  it("does not wait longer than max_retry_after: a later Retry-After is not retried", function()
+    -- the server said "not before then"; retrying sooner (with the backoff) would ignore it
+    -- (issue 14): the error comes back at once and keeps retry_after
     local t0 = llmchat.core.now()
-    assert(client{ max_retry_after = 0.5 }:chat{ messages = { { role = "user", content = "w" } },
-      mock = { fail_times = 1, key = key(), status = 503, headers = { ["retry-after"] = "3600" } } })
+    local k = key()
+    local res, err = client{ max_retry_after = 0.5 }:chat{ messages = { { role = "user", content = "w" } },
+      mock = { fail_times = 1, key = k, status = 503, headers = { ["retry-after"] = "3600" } } }
+    assert.is_nil(res)
+    assert.equal("server", err.kind)
+    assert.equal(3600, err.retry_after)
+    assert.equal(1, hits(k))
     assert.truthy(llmchat.core.now() - t0 < 2)
   end)
 

@@ -14,17 +14,24 @@ local function vmrss_kb()
   return tonumber(s:match("VmRSS:%s*(%d+)"))
 end
 
--- chat with stream = true, collecting every event; returns res, err, events, texts
+-- chat with stream = true, collecting every event (on_event) and checking that on_delta
+-- sees the answer's text only; returns res, err, events, texts
 local function collect(c, params)
-  local events, texts = {}, {}
+  local events, texts, answer = {}, {}, {}
   params.stream = true
   local user_cb = params.on_delta
-  params.on_delta = function(text, ev)
+  params.on_event = function(ev)
     events[#events + 1] = ev
-    texts[#texts + 1] = text
+    texts[#texts + 1] = ev.delta
+  end
+  params.on_delta = function(text, ev)
+    assert(ev.kind == "content", "on_delta got a " .. tostring(ev.kind) .. " event")
+    assert(ev.delta == text)
+    answer[#answer + 1] = text
     if user_cb then return user_cb(text, ev) end
   end
   local res, err = c:chat(params)
+  if res then assert(table.concat(answer) == (res.content or ""), "on_delta texts are not res.content") end
   return res, err, events, texts
 end
 
@@ -212,7 +219,7 @@ describe("streaming", function()
     local function run(mock)
       local events = {}
       local res, err = c:chat{ messages = user("use tools"), stream = true, mock = mock,
-        on_delta = function(t, ev) ev.delta = t; events[#events + 1] = ev end }
+        on_event = function(ev) events[#events + 1] = ev end }
       assert.is_nil(err)
       return res, events
     end

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
@@ -41,8 +42,10 @@
 #include "lsse.c"
 #include "stream.c"
 #include "lstream.c"
-#include "transport.c"
-#include "loop.c"
+#include "consumer.c"
+#include "lconsumer.c"
+#include "request.c"
+#include "engine.c"
 #include "core.c"
 
 #if defined(__GNUC__) || defined(__clang__)

@@ -4,9 +4,10 @@ local core = require("llmchat.core")
 local json = require("llmchat.json")
 local errors = require("llmchat.errors")
 local providers = require("llmchat.providers")
-local result = require("llmchat.result")
 local loop = require("llmchat.loop")
 local logmod = require("llmchat.log")
+local callmod = require("llmchat.call")
+local endpoints = require("llmchat.endpoints")
 
 local M = {}
 
@@ -17,13 +18,7 @@ local USER_AGENT = "llmchat/" .. VERSION .. " (Lua; libcurl " .. core.curl_versi
 local secrets = setmetatable({}, { __mode = "k" })
 
 -- Request fields that belong to llmchat and are never sent in the body.
-local OWN = {
-  on_delta = true, on_done = true, headers = true, timeout = true, connect_timeout = true,
-  idle_timeout = true, max_retries = true, schema = true, schema_name = true,
-  max_response_size = true, retry_base_delay = true, retry_max_delay = true,
-  max_retry_after = true, decode_chunks = true, extra_body = true, _batch = true,
-  _on_retry = true,
-}
+local OWN = endpoints.OWN
 M.OWN = OWN
 
 local CLIENT_OPTS = {
@@ -35,6 +30,28 @@ local CLIENT_OPTS = {
   http_referer = "string", title = "string", x_title = "string", stream_usage = "boolean",
   max_line = "number", accept_encoding = "boolean",
 }
+
+-- the closest known name to a misspelled one (edit distance), for the error message
+local function closest(name, known)
+  local best, bestd
+  for k in pairs(known) do
+    local a, b = name, k
+    local prev = {}
+    for j = 0, #b do prev[j] = j end
+    for i = 1, #a do
+      local cur = { [0] = i }
+      for j = 1, #b do
+        local cost = a:byte(i) == b:byte(j) and 0 or 1
+        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      end
+      prev = cur
+    end
+    local d = prev[#b]
+    if not bestd or d < bestd or (d == bestd and k < best) then best, bestd = k, d end
+  end
+  return best, bestd
+end
+M.closest = closest
 
 local function check_header(name, value, where)
   if type(name) ~= "string" or name == "" or name:find("[%c:]") and not name:find("^[%w%-_]+$") then
@@ -75,7 +92,12 @@ function M.new(opts)
   if type(opts) ~= "table" then error("llmchat.client: expected a table of options", 2) end
   for k, v in pairs(opts) do
     local want = CLIENT_OPTS[k]
-    if want and type(v) ~= want then
+    if not want then
+      if type(k) ~= "string" then error("llmchat.client: option names must be strings", 2) end
+      local near = closest(k, CLIENT_OPTS)
+      error(("llmchat.client: unknown option '%s' (did you mean '%s'?)"):format(k, near), 2)
+    end
+    if type(v) ~= want then
       error(("llmchat.client: option '%s' must be a %s, got %s"):format(k, want, type(v)), 2)
     end
   end
@@ -145,258 +167,18 @@ function M.new(opts)
   end
   self._headers_json = with_accept("Accept: application/json")
   self._headers_sse = with_accept("Accept: text/event-stream")
+  -- multipart uploads: libcurl writes the Content-Type with the boundary
+  local mp = {}
+  for _, h in ipairs(self._headers_json) do
+    if not h:find("^Content%-Type:") then mp[#mp + 1] = h end
+  end
+  self._headers_multipart = mp
   return self
 end
 
+
 ---------------------------------------------------------------------------
--- calls
-
-local Call = {}
-Call.__index = Call
-Call.__name = "llmchat.call"
-M.Call = Call
-
-local function partial_of(call)
-  local req = call.req
-  if not req or req:state() == "closed" then return nil end
-  if req:stream_state() then
-    return result.from_assembled(req:result())
-  end
-  return nil
-end
-
-local function finish(call, res, err)
-  if call.done then return end
-  call.done = true
-  call.res, call.err = res, err
-  loop.call_finished()
-  local log = call.client._log
-  if log then
-    if err then log(("%s %s failed: %s"):format(call.method, call.url, tostring(err)))
-    else log(("%s %s done: %s"):format(call.method, call.url, tostring(res.finish_reason))) end
-  end
-  -- the C request (its buffers, its easy handle back to the pool) is done with
-  if call.req then call.req:close() end
-  if call.waiter then loop.wake(call.waiter) end
-  if call.on_done then call.on_done(res, err) end
-end
-
-local function kind_for_curl(code)
-  -- CURLE_OPERATION_TIMEDOUT
-  if code == 28 then return "timeout" end
-  -- CURLE_UNSUPPORTED_PROTOCOL, CURLE_URL_MALFORMAT
-  if code == 1 or code == 3 then return "bad_request" end
-  return "network"
-end
-
--- The error of an attempt that did not end in a 2xx response (cancelled,
--- timed out, cut off, refused, an HTTP error status); else nil, status, headers.
--- Shared by every endpoint.
-local function transfer_error(call)
-  local req = call.req
-  local secret = secrets[call.client]
-  local reason, code, msg = req:outcome()
-  if reason == "cancelled" then
-    return errors.new({ kind = "cancelled", message = "cancelled by the caller",
-      partial = partial_of(call) }, secret)
-  end
-  local status = req:status()
-  local headers = req:headers()
-  if reason == "idle" then
-    return errors.new({ kind = "timeout", timeout = "idle", status = status ~= 0 and status or nil,
-      message = ("no data received for %g s (idle_timeout)"):format(call.idle_timeout),
-      headers = status ~= 0 and headers or nil, partial = partial_of(call) }, secret)
-  end
-  if reason ~= "ok" then
-    local message
-    if reason == "too_large" then
-      message = ("response body exceeds max_response_size (%d bytes)"):format(call.max_response_size)
-    elseif reason == "headers" then message = "response headers exceed 256 KiB"
-    elseif reason == "nomem" then message = "out of memory while receiving the response"
-    else message = msg end
-    return errors.new({ kind = "protocol", status = status, message = message,
-      headers = headers, partial = partial_of(call) }, secret)
-  end
-  if code ~= 0 then
-    local kind = kind_for_curl(code)
-    local what
-    if kind == "timeout" then
-      what = msg:lower():find("connect", 1, true) and not msg:find("bytes received", 1, true)
-        and "connect" or "total"
-    end
-    return errors.new({ kind = kind, status = status ~= 0 and status or nil, message = msg,
-      curl_code = code, timeout = what, headers = status ~= 0 and headers or nil,
-      partial = partial_of(call) }, secret)
-  end
-  if status < 200 or status >= 300 then
-    return result.http_error(status, headers, req:body(), secret)
-  end
-  return nil, status, headers
-end
-
--- The outcome of one attempt: res, or nil and err.
-local function outcome(call)
-  local req = call.req
-  local secret = secrets[call.client]
-  local err, status, headers = transfer_error(call)
-  if err then return nil, err end
-  local sse, done_marker, finished, events = req:stream_state()
-  local res
-  if sse then
-    local assembled = req:result()
-    local partial = result.from_assembled(assembled)
-    local ej = req:error_json()
-    if ej then
-      local e = json.decode(ej)
-      if type(e) ~= "table" then e = { message = ej } end
-      local code_ = e.code
-      return nil, errors.new({ kind = "stream_error", status = status, message = tostring(e.message or ej),
-        code = (type(code_) == "string" or type(code_) == "number") and code_ or nil,
-        error = e, headers = headers, partial = partial }, secret)
-    end
-    if not (done_marker or finished) then
-      return nil, errors.new({ kind = "protocol", status = status, headers = headers,
-        message = ("stream ended before a finish_reason or [DONE] (%d events)"):format(events),
-        partial = partial }, secret)
-    end
-    res = partial
-  else
-    local body = req:body()
-    local decoded, derr = json.decode(body)
-    if type(decoded) ~= "table" then
-      local ct = headers["content-type"] or "none"
-      local message
-      if body:find("^%s*<") then
-        local t = result.html_title(body)
-        message = ("expected JSON, got an HTML page%s (content-type %s)"):format(
-          t and (" (" .. t .. ")") or "", ct)
-      elseif body == "" then
-        message = "empty response body (content-type " .. ct .. ")"
-      else
-        message = ("response is not JSON (content-type %s): %s"):format(ct, derr or "not an object")
-      end
-      return nil, errors.new({ kind = "protocol", status = status, message = message,
-        body = body, headers = headers }, secret)
-    end
-    if decoded.choices == nil and decoded.error ~= nil then
-      local e = result.http_error(status, headers, body, secret)
-      local ecode = type(decoded.error) == "table" and tonumber(decoded.error.code)
-      e.kind = ecode and ecode >= 400 and ecode <= 599 and errors.kind_for_status(ecode) or "server"
-      return nil, e
-    end
-    res = result.from_completion(decoded)
-  end
-  res.status = status
-  res.headers = headers
-  return res
-end
-
-local function retry_delay(call, err)
-  if call.attempt > call.max_retries then return nil end
-  local kind = err.kind
-  if kind == "cancelled" or kind == "protocol" or kind == "stream_error" then return nil end
-  if call.req then
-    local sse, _, _, events = call.req:stream_state()
-    if sse and events > 0 then return nil end  -- data was already delivered
-  end
-  local h = err.headers
-  local should = h and h["x-should-retry"]
-  if should == "false" then return nil end
-  if should ~= "true" then
-    local st = err.status
-    if st == 429 and err.code == "insufficient_quota" then return nil end
-    local retryable = kind == "network" or kind == "timeout" or
-      st == 408 or st == 409 or st == 429 or (st and st >= 500)
-    if not retryable then return nil end
-    if kind == "bad_request" and not st then return nil end
-  end
-  local ra = err.retry_after
-  if ra and ra >= 0 and ra <= call.client.max_retry_after then return ra end
-  local n = call.attempt - 1
-  local d = math.min(call.client.retry_base_delay * 2 ^ n, call.client.retry_max_delay)
-  return d * (1 - 0.25 * math.random())
-end
-
-local function begin_attempt(call)
-  call.attempt = call.attempt + 1
-  call.timer = nil
-  local log = call.client._log
-  if log then
-    log(("%s %s (attempt %d of %d%s)"):format(call.method, call.url, call.attempt,
-      call.max_retries + 1, call.stream and ", stream" or ""))
-    for _, h in ipairs(call.header_lines) do
-      local name, value = h:match("^([^:]+):%s*(.*)$")
-      if name and value ~= "" then log("> " .. logmod.header_line(name, value)) end
-    end
-  end
-  call.t0 = core.now()
-  local ok, err = call.req:start()
-  if not ok then
-    finish(call, nil, errors.new({ kind = "network", message = err }))
-  end
-end
-
-local function complete(call)
-  if call.done then return end
-  local res, err = outcome(call)
-  local log = call.client._log
-  if log then
-    local st = call.req:status()
-    log(("%s %s -> %s in %.1f ms"):format(call.method, call.url, st ~= 0 and st or "no response",
-      (core.now() - call.t0) * 1000))
-    for k, v in pairs(call.req:headers()) do log("< " .. logmod.header_line(k, v)) end
-  end
-  if err then
-    if call.batch and err.kind == "rate_limit" then call.batch.slow_down(err.retry_after) end
-    local delay = retry_delay(call, err)
-    if delay then
-      if log then log(("retrying in %.2f s: %s"):format(delay, tostring(err))) end
-      call.last_err = err
-      call.timer = loop.after(delay, function() begin_attempt(call) end, call)
-      return
-    end
-  end
-  if res and call.schema then
-    local data, derr = json.decode(type(res.content) == "string" and res.content or "")
-    if data == nil then
-      err = errors.new({ kind = "protocol", status = res.status, headers = res.headers,
-        message = "the answer is not the JSON the schema asks for: " .. tostring(derr),
-        body = res.content, raw = res.content, partial = res }, secrets[call.client])
-      res = nil
-    else
-      res.data = data
-    end
-  end
-  finish(call, res, err)
-end
-
---- Stops the call at once; its result becomes nil, err (kind cancelled).
-function Call:cancel()
-  if self.done then return end
-  if self.timer then
-    self.timer.cancelled = true
-    self.timer = nil
-    finish(self, nil, errors.new({ kind = "cancelled", message = "cancelled by the caller",
-      partial = nil }))
-    return
-  end
-  if self.req then
-    self.req:cancel()
-    complete(self)
-  end
-end
-Call.close = Call.cancel
-
---- res, err once done; nil, nil while in flight.
-function Call:result()
-  return self.res, self.err
-end
-
---- Blocks (or yields, in a coroutine of llmchat.run) until done.
-function Call:wait()
-  loop.wait(self)
-  return self.res, self.err
-end
+-- calls: every public method below goes through Client:_call and llmchat.call
 
 local event_mt = {
   __index = function(ev, k)
@@ -409,206 +191,309 @@ local event_mt = {
 }
 M.event_mt = event_mt
 
---- Builds the HTTP request of a chat call: spec for core.request, or nil, err.
-function Client:_prepare(params, force_stream)
-  if type(params) ~= "table" then error("llmchat: expected a table of request fields", 3) end
+local function check_params(params, level)
+  if type(params) ~= "table" then error("llmchat: expected a table of request fields", level + 1) end
   if params.messages ~= nil and type(params.messages) ~= "table" then
-    error("llmchat: 'messages' must be a table (an array of messages)", 3)
+    error("llmchat: 'messages' must be a table (an array of messages)", level + 1)
   end
-  if params.on_delta ~= nil and type(params.on_delta) ~= "function" then
-    error("llmchat: 'on_delta' must be a function", 3)
-  end
-  if params.on_done ~= nil and type(params.on_done) ~= "function" then
-    error("llmchat: 'on_done' must be a function", 3)
+  for _, k in ipairs({ "on_delta", "on_event", "on_done" }) do
+    if params[k] ~= nil and type(params[k]) ~= "function" then
+      error(("llmchat: '%s' must be a function"):format(k), level + 1)
+    end
   end
   if params.headers ~= nil and type(params.headers) ~= "table" then
-    error("llmchat: 'headers' must be a table", 3)
+    error("llmchat: 'headers' must be a table", level + 1)
   end
-  local body = {}
-  for k, v in pairs(params) do
-    if not OWN[k] then body[k] = v end
+end
+
+local function decode_schema(res, call)
+  local data, derr = json.decode(type(res.content) == "string" and res.content or "")
+  if data == nil then
+    return nil, errors.new({ kind = "protocol", status = res.http_status, headers = res.headers,
+      message = "the answer is not the JSON the schema asks for: " .. tostring(derr),
+      body = res.content, raw = res.content, partial = res }, call.secret)
   end
-  if type(params.extra_body) == "table" then
-    for k, v in pairs(params.extra_body) do body[k] = v end
+  res.data = data
+  return res
+end
+
+local APIS = { chat = endpoints.chat, responses = endpoints.responses }
+
+-- The endpoint a call to start/stream/map goes to: params.api ("chat" or "responses").
+local function api_of(params, level)
+  local api = params.api
+  if api == nil then return endpoints.chat end
+  local ep = APIS[api]
+  if not ep then error(("llmchat: unknown api '%s' (chat or responses)"):format(tostring(api)), level + 1) end
+  return ep
+end
+
+--- The one way a call starts. ep: the endpoint; params: the caller's fields; o:
+--   stream     ask for SSE
+--   on_delta, on_event, batch   the C dispatch's handlers (see core r:handlers)
+--   body       the body table (default: ep.body(self, params, stream))
+--   multipart  parts for an upload (no JSON body)
+--   path       the path under base_url (default ep.path)
+function Client:_call(ep, params, o)
+  o = o or {}
+  local stream = o.stream
+  local spec_body, text, failure
+  local method = ep.method or "POST"
+  if o.multipart == nil and method ~= "GET" and method ~= "DELETE" then
+    spec_body = o.body or (ep.body and ep.body(self, params, stream)) or {}
   end
-  if body.model == nil then body.model = self.model end
-  local stream = force_stream or params.stream == true or params.on_delta ~= nil
-  if stream then
-    body.stream = true
-    if self.stream_usage and body.stream_options == nil then
-      body.stream_options = { include_usage = true }
+  local url = self.base_url .. (o.path or ep.path(self, spec_body or {}))
+  if spec_body ~= nil then
+    local eerr
+    text, eerr = json.encode(spec_body)
+    if not text then
+      failure = errors.new({ kind = "bad_request", message = "request body: " .. tostring(eerr) })
     end
   end
-  if params.schema ~= nil and body.response_format == nil then
-    if type(params.schema) ~= "table" then error("llmchat: 'schema' must be a table (a JSON schema)", 3) end
-    body.response_format = { type = "json_schema", json_schema = {
-      name = params.schema_name or "response", schema = params.schema, strict = true } }
-  end
-  local url = self.base_url .. "/chat/completions"
-  if self._preset.model_in_path then
-    local model = body.model
-    if type(model) ~= "string" or model == "" then
-      error("llmchat: this provider takes the model in the URL path: give model", 3)
-    end
-    url = self.base_url .. "/" .. model:gsub("[^%w%-._~]", function(c)
-      return ("%%%02X"):format(c:byte())
-    end)
-    body.model = nil
-  end
-  local text, eerr = json.encode(body)
   -- the client's own list with the Accept line, built once (core.request copies it);
   -- a copy only when the call adds headers of its own
-  local hdrs = stream and self._headers_sse or self._headers_json
+  local hdrs = o.multipart and self._headers_multipart or stream and self._headers_sse or self._headers_json
   if params.headers then
     local own = hdrs
     hdrs = {}
     for i, h in ipairs(own) do hdrs[i] = h end
     for _, h in ipairs(header_list(params.headers, "llmchat")) do hdrs[#hdrs + 1] = h end
   end
-  if not text then
-    return nil, errors.new({ kind = "bad_request", message = "request body: " .. tostring(eerr) })
-  end
-  return {
-    url = url, method = "POST", body = text, headers = hdrs, stream = stream,
+  local after = o.after
+  if params.schema ~= nil and not after then after = decode_schema end
+  local spec = {
+    endpoint = ep, url = url, method = method, body = text, multipart = o.multipart,
+    headers = hdrs, stream = stream, consumer = ep.consumer,
     timeout = params.timeout or self.timeout,
     connect_timeout = params.connect_timeout or self.connect_timeout,
     idle_timeout = params.idle_timeout or self.idle_timeout,
     proxy = self.proxy, ca_file = self.ca_file, verify = self.verify,
     max_response_size = params.max_response_size or self.max_response_size,
     max_line = self.max_line, accept_encoding = self.accept_encoding,
+    max_retries = params.max_retries, on_done = params.on_done, after = after,
+    download = o.download,
+    batch = o.rate_limiter, failure = failure,
+    handlers = { on_delta = o.on_delta, on_event = o.on_event, batch = o.batch,
+      event_mt = event_mt },
   }
-end
-
-local function new_call(self, spec, params)
-  local call = setmetatable({
-    client = self, done = false, attempt = 0,
-    max_retries = params.max_retries or self.max_retries,
-    on_done = params.on_done, schema = params.schema, batch = params._batch,
-    idle_timeout = spec and spec.idle_timeout,
-    max_response_size = spec and spec.max_response_size or self.max_response_size,
-  }, Call)
-  loop.call_started()
-  return call
-end
-
---- Starts a request and returns at once (nothing blocks). Callbacks fire
--- from llmchat.poll (or a blocking wait on this call).
-function Client:start(params, force_stream, on_delta, batch)
-  local spec, perr = self:_prepare(params, force_stream)
-  local call = new_call(self, spec, params)
-  if not spec then
-    call.timer = loop.after(0, function() finish(call, nil, perr) end, call)
-    return call
+  if ep.assembler and stream then
+    -- an events stream assembled in Lua: every raw event goes through the assembler, and
+    -- the public events it makes go to the caller's handlers
+    local on_delta, on_event, sink = o.on_delta, o.on_event, o.sink
+    local state
+    spec.on_attempt = function(call)
+      state = ep.assembler(call)
+      call.state = state
+    end
+    spec.handlers = { event_mt = event_mt, on_event = function(raw)
+      local ev = state:feed(raw)
+      if not ev then return end
+      setmetatable(ev, nil)
+      local r1, r2, r3
+      if on_delta and ev.kind == "content" then r1 = on_delta(ev.delta, ev) end
+      if on_event then r2 = on_event(ev) end
+      if sink then r3 = sink(ev) end
+      if r1 == false or r2 == false or r3 == false then return false end
+    end }
   end
-  call.stream = spec.stream
-  call.url = spec.url
-  call.method = spec.method
-  call.header_lines = spec.headers
-  call.req = core.request(spec)
-  call.req:handlers(on_delta or params.on_delta, function() complete(call) end, event_mt, batch)
-  begin_attempt(call)
-  return call
+  return callmod.start(self, spec, secrets[self], self._log)
+end
+
+local function wants_stream(params)
+  return params.stream == true or params.on_delta ~= nil or params.on_event ~= nil
+end
+
+--- Starts a request and returns at once (nothing blocks). Callbacks fire from
+-- llmchat.poll (or a blocking wait on this call). params.api = "responses" for the
+-- Responses API.
+-- map's rate limiter for the params it starts (no private field in the caller's table)
+local limiters = setmetatable({}, { __mode = "k" })
+
+function Client:start(params)
+  check_params(params, 2)
+  local ep = api_of(params, 2)
+  local stream = wants_stream(params)
+  return self:_call(ep, params, { stream = stream, on_delta = params.on_delta,
+    on_event = params.on_event, rate_limiter = limiters[params] })
 end
 
 --- Blocking chat (yields inside llmchat.run coroutines).
 function Client:chat(params)
-  local call = self:start(params)
+  check_params(params, 2)
+  local ep = api_of(params, 2)
+  local call = self:_call(ep, params, { stream = wants_stream(params),
+    on_delta = params.on_delta, on_event = params.on_event })
+  loop.wait(call)
+  return call.res, call.err
+end
+
+--- The Responses API (blocking; yields inside llmchat.run coroutines):
+-- client:respond{ input =, instructions =, tools =, previous_response_id =, stream =,
+-- on_delta =, on_event = }.
+function Client:respond(params)
+  check_params(params, 2)
+  local call = self:_call(endpoints.responses, params, { stream = wants_stream(params),
+    on_delta = params.on_delta, on_event = params.on_event })
+  loop.wait(call)
+  return call.res, call.err
+end
+
+--- Embeddings: client:embed{ input = "..." | {...}, dimensions =, encoding_format = }
+-- -> { vectors = { {numbers}, ... } in input order, vector = vectors[1], usage, model, data }
+function Client:embed(params)
+  if type(params) == "string" then params = { input = params } end
+  check_params(params, 2)
+  if params.input == nil then error("llmchat: embed needs 'input' (a string or an array)", 2) end
+  local call = self:_call(endpoints.embeddings, params, {})
+  loop.wait(call)
+  return call.res, call.err
+end
+
+--- GET /models: { data = { { id = ... }, ... }, status, headers }, retried like every call.
+function Client:models(params)
+  params = params or {}
+  check_params(params, 2)
+  local call = self:_call(endpoints.models, params, {})
+  loop.wait(call)
+  return call.res, call.err
+end
+
+--- Any JSON endpoint under base_url, through the same call path (retries, timeouts,
+-- errors, coroutines): client:request{ method = "GET", path = "/batches/x", body = {...}
+-- | multipart = {...}, raw = true (res.body undecoded), download = path (a 2xx body is
+-- written to that file as it arrives; use with raw), headers =, timeout =,
+-- max_response_size =, wait = false (return the call, not its result) }
+function Client:request(params)
+  check_params(params, 2)
+  local method = params.method or "GET"
+  if type(method) ~= "string" or not method:find("^%u+$") then error("llmchat: 'method' must be an HTTP method", 2) end
+  local path = params.path
+  if type(path) ~= "string" or path:sub(1, 1) ~= "/" or path:find("[%s%c]") then
+    error("llmchat: 'path' must be a path starting with /", 2)
+  end
+  local ep = params.raw and endpoints.raw(method, path) or endpoints.json(method, path)
+  if params.download ~= nil and type(params.download) ~= "string" then
+    error("llmchat: 'download' must be a file path", 2)
+  end
+  local call = self:_call(ep, params, { body = params.body, multipart = params.multipart,
+    path = path, stream = false, download = params.download })
+  if params.wait == false then return call end
   loop.wait(call)
   return call.res, call.err
 end
 
 --- for ev in client:stream{...} do ... end
--- Yields each delta event (ev.kind, ev.delta, ev.choice, ...) and, last, an
--- event { kind = "done", result = res } or { kind = "error", error = err }.
+-- Yields every event (ev.kind content | reasoning | refusal | tool_call, and for the
+-- Responses API its other typed events as kind "event") and, last, an event
+-- { kind = "done", result = res } or { kind = "error", error = err }.
+-- On a Lua without to-be-closed variables, call it:close() after a break (or let it be
+-- collected): the request is cancelled either way.
 function Client:stream(params)
-  if type(params) ~= "table" then error("llmchat: expected a table of request fields", 2) end
+  check_params(params, 2)
+  local ep = api_of(params, 2)
   local head, tail, queue = 1, 0, {}
   local call
-  local user = params.on_delta
-  local on_delta, batch
-  if user then
-    -- the caller's on_delta sees every event as it is dispatched, one call each
-    on_delta = function(text, ev)
-      ev.delta = text
+  local user_delta, user_event = params.on_delta, params.on_event
+  local function wake()
+    if call and call.waiter then loop.wake(call.waiter) end
+  end
+  local o = { stream = true }
+  if ep.assembler then
+    o.on_delta, o.on_event = user_delta, user_event
+    o.sink = function(ev)
       tail = tail + 1
       queue[tail] = ev
-      if call.waiter then loop.wake(call.waiter) end
-      return user(text, ev)
+      wake()
+    end
+  elseif user_delta or user_event then
+    -- the caller's callbacks see every event as it is dispatched, one call each
+    o.on_delta = user_delta
+    o.on_event = function(ev)
+      tail = tail + 1
+      queue[tail] = ev
+      wake()
+      if user_event then return user_event(ev) end
     end
   else
     -- one call per dispatch with every event of it (ev.delta set in C): the queue
     -- becomes that array, or grows by it when the last one is not drained yet
-    batch = true
-    on_delta = function(events, n)
+    o.batch = true
+    o.on_delta = function(events, n)
       if head > tail then
         queue, head, tail = events, 1, n
       else
         for i = 1, n do tail = tail + 1; queue[tail] = events[i] end
       end
-      if call.waiter then loop.wake(call.waiter) end
+      wake()
     end
   end
-  call = self:start(params, true, on_delta, batch)
+  call = self:_call(ep, params, o)
   local ended = false
-  local it = {}
+  local it = { call = call }
   function it.close()
     if not call.done then call:cancel() end
+    head, tail, queue = 1, 0, {}
   end
-  it.call = call
-  setmetatable(it, {
-    __call = function()
-      while true do
-        if head <= tail then
-          local ev = queue[head]
-          queue[head] = nil
-          if head == tail then
-            head, tail = 1, 0  -- drained: start again at 1, so the queue stays an array
-          else
-            head = head + 1
-          end
-          return ev
+  local function step()
+    while true do
+      if head <= tail then
+        local ev = queue[head]
+        queue[head] = nil
+        if head == tail then
+          head, tail = 1, 0  -- drained: start again at 1, so the queue stays an array
+        else
+          head = head + 1
         end
-        if call.done then
-          if ended then return nil end
-          ended = true
-          if call.err then return { kind = "error", error = call.err, partial = call.err.partial } end
-          return { kind = "done", result = call.res }
-        end
-        loop.wait(call, function() return call.done or head <= tail end)
+        return ev
       end
-    end,
+      if call.done then
+        if ended then return nil end
+        ended = true
+        if call.err then return { kind = "error", error = call.err, partial = call.err.partial } end
+        return { kind = "done", result = call.res }
+      end
+      loop.wait(call, function() return call.done or head <= tail end)
+    end
+  end
+  it.next = step
+  setmetatable(it, {
+    __call = function() return step() end,
     __close = function() it.close() end,
-    __gc = nil,
   })
   return it, nil, nil, it
 end
 
---- Runs many chats with at most `concurrency` in flight; results in input
--- order, each a result or an error (never lost). A 429 with a retry-after
--- slows the whole batch down.
+--- Runs many calls with at most `concurrency` in flight; results in input order, each a
+-- result or an error (never lost). A 429 with a retry-after slows the whole batch down.
+-- opts.api = "responses" sends every item to the Responses API (an item's own api wins).
 function Client:map(list, opts)
   if type(list) ~= "table" then error("llmchat: map expects an array of requests", 2) end
   opts = opts or {}
   local conc = opts.concurrency or 8
   if type(conc) ~= "number" or conc < 1 then error("llmchat: concurrency must be >= 1", 2) end
+  if opts.on_result ~= nil and type(opts.on_result) ~= "function" then
+    error("llmchat: on_result must be a function", 2)
+  end
   local n = #list
   local results, left, nexti, inflight = {}, n, 1, 0
   local pause_until = 0
   local call_cap = self.max_retry_after  -- a batch never pauses longer than a retry would wait
-  local batch = {}
-  function batch.slow_down(secs)
+  local limiter = {}
+  function limiter.slow_down(secs)
     local d = math.min(secs or 1, call_cap)
     local t = core.now() + d
     if t > pause_until then pause_until = t end
   end
   local waiter = { done = false }
+  local calls = {}
   local function launch(i)
     local p = {}
     for k, v in pairs(list[i]) do p[k] = v end
-    p._batch = batch
+    if p.api == nil then p.api = opts.api end
     local user_done = p.on_done
     p.on_done = function(res, err)
       results[i] = res or err
+      calls[i] = nil
       inflight = inflight - 1
       left = left - 1
       if user_done then user_done(res, err) end
@@ -616,7 +501,15 @@ function Client:map(list, opts)
       if waiter.waiter then loop.wake(waiter.waiter) end
     end
     inflight = inflight + 1
-    self:start(p)
+    limiters[p] = limiter
+    local ok, call = pcall(self.start, self, p)
+    if not ok then
+      inflight = inflight - 1
+      left = left - 1
+      results[i] = errors.new({ kind = "bad_request", message = "map: item " .. i .. ": " .. tostring(call) })
+    else
+      calls[i] = call
+    end
   end
   local function fill()
     while inflight < conc and nexti <= n and core.now() >= pause_until do
@@ -631,53 +524,26 @@ function Client:map(list, opts)
     end
   end
   local task = loop.current_task()
-  while left > 0 do
-    fill()
-    if left == 0 then break end
-    if task then
-      waiter.waiter = task
-      if inflight == 0 then loop.sleep(math.max(0, pause_until - core.now())) else coroutine.yield() end
-    else
-      local wait = 0.05
-      if inflight == 0 then wait = math.max(0.001, math.min(1, pause_until - core.now())) end
-      loop.poll(wait)
-    end
-  end
-  return results
-end
-
---- GET /models
-function Client:models()
-  local hdrs = {}
-  for i, h in ipairs(self._headers) do hdrs[i] = h end
-  local call = new_call(self, nil, {})
-  call.url = self.base_url .. "/models"
-  call.method = "GET"
-  call.header_lines = hdrs
-  call.req = core.request({ url = call.url, method = "GET", headers = hdrs,
-    timeout = self.timeout, connect_timeout = self.connect_timeout, proxy = self.proxy,
-    ca_file = self.ca_file, verify = self.verify, max_response_size = self.max_response_size })
-  call.req:handlers(nil, function()
-    if call.done then return end
-    local req = call.req
-    local err, status = transfer_error(call)
-    if err then
-      finish(call, nil, err)
-    else
-      local d, derr = json.decode(req:body())
-      if type(d) ~= "table" then
-        finish(call, nil, errors.new({ kind = "protocol", message = "models: " .. tostring(derr), body = req:body() }))
+  local ok, err = pcall(function()
+    while left > 0 do
+      fill()
+      if left == 0 then break end
+      if task then
+        waiter.waiter = task
+        if inflight == 0 then loop.sleep(math.max(0, pause_until - core.now())) else coroutine.yield() end
       else
-        d.status, d.headers = status, req:headers()
-        finish(call, d)
+        local wait = 0.05
+        if inflight == 0 then wait = math.max(0.001, math.min(1, pause_until - core.now())) end
+        loop.poll(wait)
       end
     end
-  end, nil)
-  call.t0 = core.now()
-  call.attempt = 1
-  call.req:start()
-  loop.wait(call)
-  return call.res, call.err
+  end)
+  if not ok then
+    -- an error (a callback's, or the coroutine being closed): cancel what map started
+    for _, c in pairs(calls) do c:cancel() end
+    error(err, 0)
+  end
+  return results
 end
 
 M.Client = Client

@@ -44,18 +44,46 @@ local function scrub(s, secret)
 end
 M.scrub = scrub
 
---- new{kind=, message=, ...}; `secret` (the API key) is scrubbed from every
--- string field and never stored.
+-- Top-level fields whose values are the module's own vocabulary: a short key must not turn
+-- kind "network" into "networ<redacted>". A server can put text in `code` too, so these are
+-- scrubbed as well once the secret is long enough to be a real key (8 bytes or more).
+local FIXED = { kind = true, code = true, timeout = true, status = true, type = true,
+  curl_code = true, retry_after = true }
+
+--- Every string reachable from v (table values, nested tables included) with the secret
+-- replaced, in place; keys are left as they are. Each table is visited once.
+local function scrub_deep(v, secret, seen, fixed)
+  if type(v) == "string" then
+    if fixed and #secret < 8 then return v end
+    return scrub(v, secret)
+  end
+  if type(v) ~= "table" or seen[v] then return v end
+  seen[v] = true
+  for k, x in pairs(v) do
+    local y = scrub_deep(x, secret, seen, type(k) == "string" and FIXED[k] and v == seen.root)
+    if y ~= x then v[k] = y end
+  end
+  return v
+end
+
+--- Scrubs the secret from every string reachable from v; returns v.
+function M.scrub_all(v, secret)
+  if not secret or secret == "" then return v end
+  local seen = { root = v }
+  return scrub_deep(v, secret, seen, false)
+end
+
+--- new{kind=, message=, ...}; `secret` (the API key) is scrubbed from every string
+-- reachable from the error (nested tables, partial results and headers included) and
+-- never stored.
 function M.new(t, secret)
   local e = setmetatable({}, Error)
   for k, v in pairs(t) do
-    if k ~= "secret" then e[k] = scrub(v, secret) end
-  end
-  if type(e.headers) == "table" and secret then
-    for k, v in pairs(e.headers) do e.headers[k] = scrub(v, secret) end
+    if k ~= "secret" then e[k] = v end
   end
   e.kind = e.kind or "protocol"
   e.message = e.message or e.kind
+  if secret and secret ~= "" then M.scrub_all(e, secret) end
   return e
 end
 

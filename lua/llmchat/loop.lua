@@ -134,9 +134,13 @@ local function kill_group(group)
   end
 end
 
+-- Resumes every task that was ready when it began. A task outside any group (spawned
+-- outside llmchat.run) that raises does not strand the others of the batch: they are
+-- resumed too, and the first such error is raised once the batch is done.
 local function resume_ready()
   local batch = ready
   ready = {}
+  local first_err, has_err
   for _, task in ipairs(batch) do
     task.queued = false
     if not task.dead then
@@ -154,13 +158,14 @@ local function resume_ready()
               task.group.traceback = debug.traceback(task.co)
             end
             kill_group(task.group)
-          else
-            error(err, 0)
+          elseif not has_err then
+            has_err, first_err = true, err
           end
         end
       end
     end
   end
+  if has_err then error(first_err, 0) end
 end
 
 local current_group = nil
@@ -201,15 +206,29 @@ end
 
 local in_poll = false
 
+-- The default frame budget of poll(0): what one call may spend moving transfers and
+-- firing callbacks before it leaves the rest queued (in order) for the next poll. A 60 fps
+-- frame is 16.7 ms; a millisecond of it is llmchat's.
+local DEFAULT_BUDGET = 0.001
+M.DEFAULT_BUDGET = DEFAULT_BUDGET
+
 --- Advances every request in flight; fires callbacks and due timers; resumes
 -- coroutines. Returns how many calls and coroutines are still going.
-function M.poll(timeout)
+-- budget (seconds): stop delivering once that much time is spent (what is left stays
+-- queued, in order; llmchat.timeout() is 0 then). Default: DEFAULT_BUDGET for poll(0),
+-- none for a poll that may wait. false: no budget.
+function M.poll(timeout, budget)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
     error("llmchat.poll: timeout must be a number of seconds", 2)
+  end
+  if budget ~= nil and budget ~= false and (type(budget) ~= "number" or budget ~= budget or budget < 0) then
+    error("llmchat.poll: budget must be a number of seconds (or false)", 2)
   end
   if in_poll or core.dispatching() then
     error("llmchat.poll: cannot poll from inside a callback that poll fired", 2)
   end
+  if budget == nil then budget = (timeout or 0) == 0 and DEFAULT_BUDGET or 0 end
+  if budget == false then budget = 0 end
   in_poll = true
   local ok, err = pcall(function()
     local wait = timeout or 0
@@ -217,7 +236,7 @@ function M.poll(timeout)
     local nt = next_delay()
     if nt and nt < wait then wait = nt end
     if core.inflight() == 0 and not nt then wait = 0 end
-    local _, cberr = core.drive(wait)
+    local _, cberr = core.drive(wait, nil, budget)
     fire_timers()
     resume_ready()
     if cberr ~= nil then error(cberr, 0) end
@@ -264,7 +283,9 @@ function M.wait(call, until_fn)
     local wait = 1.0
     local nt = next_delay(call)
     if nt and nt < wait then wait = nt end
-    local _, err = core.drive(wait, call.req)
+    -- only this call's callbacks; a call that never reached the network (it failed before
+    -- sending) has no request: drive without dispatching anybody's
+    local _, err = core.drive(wait, call.req or false)
     fire_timers(call)
     if err ~= nil then error(err, 0) end
   end
