@@ -347,14 +347,20 @@ local function new_printer()
 end
 M.new_printer = new_printer
 
---- on_delta for a streamed call. The text of any event kind is handed to
--- printer.write(kind, text): content, reasoning, refusal (tool-call
--- fragments are ignored: the command line runs no tools).
-local function on_delta_for(printer)
-  return function(text, ev)
-    local kind = type(ev) == "table" and ev.kind or "content"
-    printer.write(kind, text)
+--- The streaming fields of a call: every event goes to on_event, typed by
+-- ev.kind; the text of content, reasoning and refusal events is handed to
+-- printer.write(kind, text) (tool-call fragments and the Responses API's other
+-- events are not shown: the command line runs no tools).
+local function stream_into(params, printer)
+  params.stream = true
+  params.on_event = function(ev)
+    if type(ev) ~= "table" then return end
+    local kind = ev.kind
+    if kind == "content" or kind == "reasoning" or kind == "refusal" then
+      printer.write(kind, ev.delta or ev.text)
+    end
   end
+  return params
 end
 
 --- Runs fn() inside llmchat.run. A Ctrl-C (the interpreter's "interrupted!"
@@ -472,7 +478,7 @@ local function chat_once(client, opts, question)
   if not conv then warn(cerr); return EXIT.failure end
   local printer = new_printer()
   local stream = not opts.no_stream and not opts.json
-  if stream then sayopts.on_delta = on_delta_for(printer) end
+  if stream then stream_into(sayopts, printer) end
 
   local res, err, interrupted = M.run_guarded(function() return conv:say(input, sayopts) end)
   if interrupted then
@@ -513,7 +519,7 @@ local function respond_once(client, opts, question)
     params.schema, params.schema_name = schema, name
   end
   local stream = not opts.no_stream and not opts.json
-  if stream then params.stream, params.on_delta = true, on_delta_for(printer) end
+  if stream then stream_into(params, printer) end
   local res, err, interrupted = M.run_guarded(function() return client:respond(params) end)
   if interrupted then printer.finish(); warn("interrupted"); return EXIT.interrupted end
   if not res then return report_error(err, printer) end
@@ -635,7 +641,7 @@ local function interactive(client, opts)
         local printer = new_printer()
         local sayopts = request_fields(opts)
         sayopts.model = model
-        if not opts.no_stream then sayopts.on_delta = on_delta_for(printer) end
+        if not opts.no_stream then stream_into(sayopts, printer) end
         if editing then term.polling_mode() end
         local ok, res, err, interrupted = pcall(M.run_guarded, function() return conv:say(line, sayopts) end,
           editing)
