@@ -270,6 +270,53 @@ describe("llmchat command line", function()
       assert.are.equal("list", json.decode(r.out).object)
     end)
 
+    -- the Responses API and embeddings, where the bundled server serves them
+    local function serves(path, body)
+      local r = server.request(srv, "POST", path, body)
+      return r and r.status ~= 404
+    end
+
+    it("--responses asks the Responses API, streamed or whole", function()
+      if not serves("/v1/responses", { input = "x" }) then
+        pending("the bundled server has no /v1/responses")
+        return
+      end
+      local r = run({ "--responses", "hello", "responses" })
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal("hello responses\n", r.out)
+      r = run({ "--responses", "--no-stream", "-H", mock{ reasoning = "SECRET-THOUGHTS" }, "whole" })
+      assert.are.equal("whole\n", r.out)
+      r = run({ "--responses", "-H", mock{ reasoning = "SECRET-THOUGHTS" }, "streamed" })
+      assert.are.equal("streamed\n", r.out)
+      r = run({ "--responses", "--json", "-H", mock{ echo = true }, "-s", "Be terse.", "-m", "gpt-4o", "q" })
+      assert.are.equal(0, r.code, r.err)
+      local res = json.decode(r.out)
+      assert.are.equal("q", res.content)
+      local body = json.decode(res._request.body)
+      assert.are.equal("Be terse.", body.instructions)
+      assert.are.equal("gpt-4o", body.model)
+      assert.are.equal("/v1/responses", res._request.path)
+      r = run({ "--responses", "-H", mock{ status = 401 }, "q" })
+      assert.are.equal(3, r.code)
+    end)
+
+    it("--embed prints the vector as JSON", function()
+      if not serves("/v1/embeddings", { input = "x", model = "m" }) then
+        pending("the bundled server has no /v1/embeddings")
+        return
+      end
+      local r = run({ "--embed", "some text" })
+      assert.are.equal(0, r.code, r.err)
+      local v = json.decode(r.out)
+      assert.is_true(#v > 0)
+      for _, x in ipairs(v) do assert.is_number(x) end
+      -- the same text, the same vector; piped text works too
+      assert.are.equal(r.out, run({ "--embed" }, { stdin = "some text" }).out)
+      r = run({ "--embed", "--json", "some text" })
+      assert.are.same(v, json.decode(r.out).vectors[1])
+      assert.are.equal(2, run({ "--embed" }).code)
+    end)
+
     it("--help lists the options and the exit codes; --version", function()
       local r = run({ "--help" })
       assert.are.equal(0, r.code)
