@@ -202,7 +202,7 @@ describe("llmchat command line", function()
       assert.are.equal("stop", res.finish_reason)
       assert.are.equal("llmchat-echo", res.model)
       assert.is_number(res.usage.total_tokens)
-      assert.is_nil(r.out:find("\n", 1, true) < #r.out and true or nil)  -- one line
+      assert.are.equal(#r.out, (r.out:find("\n", 1, true)))  -- one line
     end)
 
     it("sends -m, -s, --temperature and --max-tokens", function()
@@ -422,6 +422,49 @@ describe("llmchat command line", function()
       assert.are.equal(0, r.code)
       assert.are.equal("hello\n", r.out)
       assert.matches("no saved conversation", r.err)
+    end)
+  end)
+
+  describe("batch progress", function()
+    -- in this process: the reporter writes to a file standing in for stderr
+    local batch = require("llmchat.cli.batch")
+    local function report(is_tty, steps)
+      local path = fresh("progress")
+      local f = assert(io.open(path, "wb"))
+      local t = 100
+      local p = batch.progress("batch_1", f, is_tty, function() return t end)
+      for _, st in ipairs(steps) do
+        t = t + 7
+        p(st[1], st[2])
+      end
+      p.done()
+      f:close()
+      return read_file(path)
+    end
+    local steps = {
+      { "validating", { total = 0, completed = 0, failed = 0 } },
+      { "in_progress", { total = 10, completed = 2, failed = 0 } },
+      { "in_progress", { total = 10, completed = 2, failed = 0 } },
+      { "in_progress", { total = 10, completed = 6, failed = 1 } },
+      { "completed", { total = 10, completed = 9, failed = 1 } },
+    }
+
+    it("is a bar redrawn in place on a terminal", function()
+      local out = report(true, steps)
+      local frames = {}
+      for frame in out:gmatch("\r([^\r]*)") do frames[#frames + 1] = frame end
+      assert.are.equal(5, #frames)
+      assert.are.equal("batch batch_1 [------------------------] 0/0 validating 0:07\27[K", frames[1])
+      assert.are.equal("batch batch_1 [#####-------------------] 2/10 in_progress 0:14\27[K", frames[2])
+      assert.are.equal("batch batch_1 [#################-------] 7/10 in_progress (1 failed) 0:28\27[K", frames[4])
+      assert.are.equal("batch batch_1 [########################] 10/10 completed (1 failed) 0:35\27[K\n", frames[5])
+    end)
+
+    it("is a line per change elsewhere", function()
+      assert.are.equal("batch batch_1: validating, 0/0 done\n"
+        .. "batch batch_1: in_progress, 2/10 done\n"
+        .. "batch batch_1: in_progress, 7/10 done, 1 failed\n"
+        .. "batch batch_1: completed, 10/10 done, 1 failed\n", report(false, steps))
     end)
   end)
 
