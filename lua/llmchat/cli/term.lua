@@ -156,10 +156,15 @@ function Editor:read(prompt)
   local buf, pos = {}, 0          -- characters, cursor after buf[pos]
   local hist_i = #self.history + 1
   local draft
+  -- a line wider than the terminal scrolls sideways: buf[scroll + 1 ..] is shown
+  local avail = math.max(8, (self.columns or M.columns()) - #prompt - 1)
+  local scroll = 0
   local function redraw()
-    local line = table.concat(buf)
-    out:write("\r", prompt, line, "\27[K")
-    local back = #buf - pos
+    if pos < scroll then scroll = pos end
+    if pos > scroll + avail then scroll = pos - avail end
+    local last = math.min(#buf, scroll + avail)
+    out:write("\r", prompt, table.concat(buf, "", scroll + 1, last), "\27[K")
+    local back = last - pos
     if back > 0 then out:write(("\27[%dD"):format(back)) end
     out:flush()
   end
@@ -200,7 +205,7 @@ function Editor:read(prompt)
       for _ = 1, more do ch = ch .. (read_byte() or "") end
       table.insert(buf, pos + 1, ch)
       pos = pos + 1
-      if pos == #buf then out:write(ch); out:flush() else redraw() end
+      if pos == #buf and pos - scroll <= avail then out:write(ch); out:flush() else redraw() end
     end
     if key == "enter" then
       out:write("\n")
