@@ -606,8 +606,13 @@ local function interactive(client, opts)
       .. "/model NAME     talk to another model\n/save FILE      save the conversation to FILE (JSON)\n"
       .. "Ctrl-C stops an answer and keeps what arrived.")
   end
-  function commands.clear() conv:clear(); note("(cleared)") end
-  function commands.undo() note(conv:undo() and "(dropped the last exchange)" or "(nothing to undo)") end
+  local function saved()
+    if not opts.no_save then save_last(conv) end
+  end
+  function commands.clear() conv:clear(); saved(); note("(cleared)") end
+  function commands.undo()
+    if conv:undo() then saved(); note("(dropped the last exchange)") else note("(nothing to undo)") end
+  end
   function commands.usage()
     local u = conv:usage()
     note(("%d calls, %d prompt + %d completion = %d tokens"):format(u.calls or 0, u.prompt_tokens or 0,
@@ -661,7 +666,7 @@ local function interactive(client, opts)
           printer.finish()
           warn(tostring(err))
         end
-        if not opts.no_save then save_last(conv) end
+        saved()
       end
     end
   end
