@@ -194,6 +194,13 @@ describe("llmchat command line", function()
       assert.are.equal("one two three four\n", whole.out)
     end)
 
+    it("says on stderr when the answer was cut short", function()
+      local r = run({ "--max-tokens", "1", "abcdefgh" })
+      assert.are.equal(0, r.code)
+      assert.are.equal("abcd\n", r.out)
+      assert.matches("^llmchat: note: the answer was cut short[^\n]*\n$", r.err)
+    end)
+
     it("--json prints the whole result", function()
       local r = run({ "--json", "hi" })
       assert.are.equal(0, r.code)

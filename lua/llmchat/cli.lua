@@ -454,6 +454,18 @@ local function keep_partial(conv, input, text)
   return false
 end
 
+-- A line on stderr when an answer is not all there: cut at max_tokens, or only tool calls.
+local function note_incomplete(res)
+  if type(res) ~= "table" then return end
+  if res.finish_reason == "length" then
+    warn("note: the answer was cut short (finish_reason length: raise --max-tokens)")
+  end
+  local m = res.message
+  if type(m) == "table" and type(m.tool_calls) == "table" and #m.tool_calls > 0 and res.content == nil then
+    warn("note: the model asked to call tools; llmchat runs none")
+  end
+end
+
 local function report_error(err, printer)
   if printer then printer.finish() end
   if llmchat.is_error(err) then warn(tostring(err)) else warn(err) end
@@ -498,6 +510,7 @@ local function chat_once(client, opts, question)
     printer.result(res)
   end
   printer.finish()
+  note_incomplete(res)
   if not opts.no_save then save_last(conv) end
   return EXIT.ok
 end
@@ -526,6 +539,7 @@ local function respond_once(client, opts, question)
   if opts.json then io.stdout:write(assert(M.to_json(res)), "\n")
   elseif not printer.wrote then printer.result(res) end
   printer.finish()
+  note_incomplete(res)
   return EXIT.ok
 end
 
@@ -662,6 +676,7 @@ local function interactive(client, opts)
         elseif res then
           if opts.no_stream or not printer.wrote then printer.result(res) end
           printer.finish()
+          note_incomplete(res)
         else
           printer.finish()
           warn(tostring(err))
