@@ -582,10 +582,22 @@ describe("llmchat command line", function()
     end)
 
     it_pty("reads plain lines where the terminal cannot edit (TERM=dumb)", function()
-      local s = pty({ "--no-save" }, { TERM = "dumb" })
+      local s = pty({ "--no-save", "-H", mock{ chunk_delay = 0.05 } }, { TERM = "dumb" })
       s.expect("> ")
       s.send("plain line\r")
       s.expect("plain line\r\nplain line\r\n> ")  -- the terminal's echo, then the answer
+      -- Ctrl-C stops an answer, and the next one too (not only the first)
+      local long = {}
+      for i = 1, 80 do long[i] = "y" .. i end
+      for _ = 1, 2 do
+        s.send(table.concat(long, " ") .. "\r")
+        s.expect("\r\ny1 y2")
+        s.send("\3")
+        s.expect("(interrupted)")
+        s.expect("> ")
+      end
+      s.send("still here\r")
+      s.expect("still here\r\nstill here\r\n> ")
       assert.is_nil(s.output():find("\27[", 1, true))
       s.send("\4")
       assert.are.equal(0, s.wait())

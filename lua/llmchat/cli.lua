@@ -591,7 +591,10 @@ local function interactive(client, opts)
   local conv, cerr, resumed = open_conversation(client, opts)
   if not conv then warn(cerr); return EXIT.failure end
   local out_tty = term.isatty(1)
-  local editing = out_tty and term.styles_ok() and term.save_mode() and term.raw_mode()
+  -- stty works: Ctrl-C is read as a byte while an answer streams (signals off),
+  -- so every answer can be stopped; line editing also needs a capable terminal
+  local can_stty = term.save_mode()
+  local editing = can_stty and out_tty and term.can_edit() and term.raw_mode()
   local editor = term.editor(io.stdout)
   local styles = out_tty and term.styles_ok()
   local function note(s)
@@ -661,10 +664,10 @@ local function interactive(client, opts)
         local sayopts = request_fields(opts)
         sayopts.model = model
         if not opts.no_stream then stream_into(sayopts, printer) end
-        if editing then term.polling_mode() end
+        local watch = can_stty and term.polling_mode()
         local ok, res, err, interrupted = pcall(M.run_guarded, function() return conv:say(line, sayopts) end,
-          editing)
-        if editing then term.raw_mode() end
+          watch)
+        if editing then term.raw_mode() elseif watch then term.restore_mode() end
         if not ok then error(res, 0) end
         if interrupted then
           printer.finish()
@@ -685,7 +688,7 @@ local function interactive(client, opts)
       end
     end
   end
-  if editing then term.restore_mode() end
+  if can_stty then term.restore_mode() end
   return code
 end
 

@@ -31,6 +31,12 @@ function M.styles_ok()
   return term ~= nil and term ~= "" and term ~= "dumb" and (no_color == nil or no_color == "")
 end
 
+--- true when the terminal can take the line editor's cursor moves (TERM set, not dumb)
+function M.can_edit()
+  local term = os.getenv("TERM")
+  return term ~= nil and term ~= "" and term ~= "dumb"
+end
+
 M.DIM, M.RESET, M.CLEAR_EOL = "\27[2m", "\27[0m", "\27[K"
 
 ---------------------------------------------------------------------------
