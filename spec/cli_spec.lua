@@ -432,6 +432,148 @@ describe("llmchat command line", function()
     end)
   end)
 
+  describe("batch", function()
+    -- a server of its own: batches take 1 s from validating to completed
+    local bsrv
+    local function ready()
+      if bsrv == false then return false end
+      if bsrv == nil then
+        local llmchat = require("llmchat")
+        local c = llmchat.client{ base_url = srv.url }
+        local ok_srv
+        if type(c.batch) == "function" then
+          ok_srv, bsrv = pcall(server.start, { args = { "--batch-seconds", "1" } })
+          if not ok_srv then bsrv = false end
+        else
+          bsrv = false
+        end
+        if bsrv then
+          local r = server.request(bsrv, "GET", "/v1/batches")
+          if not (r and r.status == 200) then bsrv.stop(); bsrv = false end
+        end
+      end
+      return bsrv ~= false
+    end
+    teardown(function() if bsrv then bsrv.stop() end end)
+
+    local function input(ids)
+      local path = fresh("batch-in") .. ".jsonl"
+      local lines = {}
+      for i, id in ipairs(ids) do
+        lines[i] = json.encode({ custom_id = id, method = "POST", url = "/v1/chat/completions",
+          body = { model = "llmchat-echo", messages = { { role = "user", content = "prompt " .. id } } } })
+      end
+      write_file(path, table.concat(lines, "\n") .. "\n")
+      return path
+    end
+
+    local function results(path)
+      local out = {}
+      for line in (read_file(path) or ""):gmatch("[^\n]+") do out[#out + 1] = json.decode(line) end
+      return out
+    end
+
+    local function benv() return { LLMCHAT_BASE_URL = bsrv.url } end
+
+    it("run: submits, shows progress lines, writes results in input order", function()
+      if not ready() then pending("no client:batch or no batch endpoints in the bundled server"); return end
+      local ids = { "e", "a", "d", "b", "c" }
+      local out = fresh("batch-out") .. ".jsonl"
+      local r = run({ "batch", "run", input(ids), "-o", out, "--interval", "0.2" }, { env = benv() })
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal("", r.out)
+      local id = r.err:match("^batch (%S+): submitted\n")
+      assert.truthy(id, r.err)
+      assert.matches("batch " .. id .. ": completed, 5/5 done\n", r.err, 1, true)
+      assert.is_nil(r.err:find("\r", 1, true))   -- no bar in a pipe
+      local res = results(out)
+      assert.are.equal(#ids, #res)
+      for i, line in ipairs(res) do
+        assert.are.equal(i, line.index)
+        assert.are.equal(ids[i], line.custom_id)
+        assert.are.equal("prompt " .. ids[i], line.result.content)
+      end
+      -- no temporary file left beside the output
+      local p = io.popen("ls " .. q(out) .. "*")
+      assert.are.equal(out .. "\n", p:read("*a"))
+      p:close()
+      -- the same batch, later, from its id: status, results, list
+      r = run({ "batch", "status", id }, { env = benv() })
+      assert.are.equal(0, r.code, r.err)
+      assert.are.equal(id .. " completed 5/5\n", r.out)
+      r = run({ "batch", "results", id }, { env = benv() })
+      assert.are.equal(0, r.code, r.err)
+      local again = {}
+      for line in r.out:gmatch("[^\n]+") do again[#again + 1] = json.decode(line) end
+      assert.are.same(res, again)
+      r = run({ "batch", "list" }, { env = benv() })
+      assert.truthy(r.out:find(id .. " completed", 1, true), r.out)
+    end)
+
+    it("run: failed lines are error lines of their kind, exit 14", function()
+      if not ready() then pending("no client:batch or no batch endpoints in the bundled server"); return end
+      local out = fresh("batch-out") .. ".jsonl"
+      local r = run({ "batch", "run", input{ "x", "y", "z" }, "-o", out, "--interval", "0.2",
+        "--metadata", 'mock={"fail":{"y":429}}' }, { env = benv() })
+      assert.are.equal(14, r.code, r.err)
+      local res = results(out)
+      assert.are.equal("prompt x", res[1].result.content)
+      assert.are.equal("rate_limit", res[2].error.kind)
+      assert.are.equal("y", res[2].custom_id)
+      assert.are.equal("prompt z", res[3].result.content)
+      assert.matches("1 failed", r.err)
+    end)
+
+    it("status / results / cancel a batch that is still running", function()
+      if not ready() then pending("no client:batch or no batch endpoints in the bundled server"); return end
+      local r = run({ "batch", "run", input{ "p", "q" }, "--interval", "0.2", "--timeout", "0.5",
+        "--metadata", 'mock={"seconds":60}' }, { env = benv() })
+      assert.are.equal(10, r.code, r.err)
+      local id = r.err:match("^batch (%S+): submitted\n")
+      assert.matches("goes on at the provider", r.err)
+      r = run({ "batch", "status", id }, { env = benv() })
+      assert.are.equal(0, r.code, r.err)
+      assert.matches("^" .. id:gsub("%p", "%%%0") .. " %a+ %d+/2\n$", r.out)
+      r = run({ "batch", "results", id }, { env = benv() })
+      assert.are.equal(1, r.code)
+      assert.matches("still|is %a+", r.err)
+      r = run({ "batch", "cancel", id }, { env = benv() })
+      assert.are.equal(0, r.code, r.err)
+      assert.matches("^" .. id:gsub("%p", "%%%0") .. " cancel", r.out)
+      r = run({ "batch", "status", "batch_does_not_exist" }, { env = benv() })
+      assert.are.equal(5, r.code)
+      assert.matches("^llmchat: not_found[^\n]*\n$", r.err)
+    end)
+
+    it("usage errors: a missing input file, a missing id", function()
+      local r = run({ "batch", "run", dir .. "/nope.jsonl" })
+      assert.are.equal(1, r.code)
+      assert.matches("^llmchat: cannot read [^\n]*nope.jsonl", r.err)
+      assert.are.equal(2, run({ "batch", "status" }).code)
+      assert.are.equal(2, run({ "batch" }).code)
+    end)
+
+    local it_pty = has_script() and it or pending
+
+    it_pty("run on a terminal: a progress bar on stderr; Ctrl-C leaves the batch running", function()
+      if not ready() then pending("no client:batch or no batch endpoints in the bundled server"); return end
+      local out = fresh("batch-out") .. ".jsonl"
+      local s = pty({ "batch", "run", input{ "a", "b", "c" }, "-o", out, "--interval", "0.2" }, benv())
+      assert.are.equal(0, s.wait(30))
+      local text = s.output()
+      assert.truthy(text:find("\r\27?%[?K?batch ") or text:find("\rbatch ", 1, true), text)
+      assert.truthy(text:find("[########################] 3/3 completed", 1, true), text)
+      assert.are.equal(3, #results(out))
+      -- Ctrl-C while waiting: exit 130, the batch goes on
+      s = pty({ "batch", "run", input{ "a" }, "--interval", "0.2", "--metadata", 'mock={"seconds":60}' }, benv())
+      s.expect("submitted")
+      s.expect("[")
+      s.send("\3")
+      assert.are.equal(130, s.wait(15))
+      assert.truthy(s.output():find("goes on at the provider", 1, true))
+    end)
+  end)
+
   describe("batch progress", function()
     -- in this process: the reporter writes to a file standing in for stderr
     local batch = require("llmchat.cli.batch")

@@ -55,6 +55,7 @@ options:
       --endpoint PATH     batch: /v1/chat/completions (default), /v1/responses,
                           /v1/embeddings
       --interval S        batch: seconds between status checks (default 10)
+      --metadata K=V      batch: a metadata pair for the provider; repeatable
   -h, --help              this help
       --version           llmchat's version
 
@@ -190,6 +191,7 @@ local FLAGS = {
   ["-o"] = "output", ["--output"] = "output",
   ["--endpoint"] = "endpoint",
   ["--interval"] = "interval",
+  ["--metadata"] = "metadata",
 }
 local SWITCHES = {
   ["--no-stream"] = "no_stream", ["--json"] = "json", ["--responses"] = "responses",
@@ -197,12 +199,12 @@ local SWITCHES = {
   ["--continue"] = "continue", ["-h"] = "help", ["--help"] = "help",
   ["--version"] = "version", ["--no-save"] = "no_save",
 }
-local REPEATED = { image = true, header = true }
+local REPEATED = { image = true, header = true, metadata = true }
 local NUMBERS = { temperature = true, max_tokens = true, timeout = true, interval = true, max_retries = true }
 
 --- Parses argv: returns opts, words; or nil and a usage message.
 function M.parse(argv)
-  local opts, words = { image = {}, header = {} }, {}
+  local opts, words = { image = {}, header = {}, metadata = {} }, {}
   local i, n = 1, #argv
   local only_words = false
   while i <= n do

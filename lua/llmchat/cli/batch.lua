@@ -146,8 +146,20 @@ local function run(client, opts, input)
   local f, oerr = io.open(input, "rb")
   if not f then cli.warn("cannot read " .. input .. ": " .. tostring(oerr)); return cli.EXIT.failure end
   f:close()
+  if type(client.batch) ~= "function" then
+    cli.warn("this llmchat has no Batch API (client:batch)")
+    return cli.EXIT.failure
+  end
+  local metadata
+  for _, kv in ipairs(opts.metadata or {}) do
+    local k, v = kv:match("^([^=]+)=(.*)$")
+    if not k then cli.warn("option --metadata expects KEY=VALUE, got '" .. kv .. "'"); return cli.EXIT.usage end
+    metadata = metadata or {}
+    metadata[k] = v
+  end
   local handle, err, interrupted = cli.run_guarded(function()
-    return client:batch{ requests = input, endpoint = opts.endpoint or "/v1/chat/completions" }
+    return client:batch{ requests = input, endpoint = opts.endpoint or "/v1/chat/completions",
+      metadata = metadata }
   end)
   if interrupted then cli.warn("interrupted before the batch was created"); return cli.EXIT.interrupted end
   if not handle then return fail(err) end
@@ -201,8 +213,8 @@ function M.main(cli, client, opts, words)
     cli.warn("unknown batch command '" .. tostring(sub) .. "'; " .. USAGE)
     return cli.EXIT.usage
   end
-  if sub == "run" or sub == "list" then
-    if type(client.batch) ~= "function" then
+  if sub == "list" then
+    if type(client.batches) ~= "function" then
       cli.warn("this llmchat has no Batch API (client:batch)")
       return cli.EXIT.failure
     end
