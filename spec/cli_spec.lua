@@ -124,6 +124,8 @@ describe("llmchat command line", function()
       return (out:gsub("\nScript done on [^\n]*\n?$", "\n"))
     end
     function s.send(bytes) w:write(bytes); w:flush() end
+    -- what the terminal showed after the last expected text
+    function s.rest() return s.output():sub(pos) end
     function s.expect(text, seconds)
       local deadline = socket.gettime() + (seconds or 15)
       while true do
@@ -687,6 +689,9 @@ describe("llmchat command line", function()
       s.send("\3")
       s.expect("(interrupted)")
       s.expect("> ")
+      -- the request was cancelled: nothing more of that answer arrives
+      socket.sleep(0.6)
+      assert.are.equal("", s.rest())
       s.send("/usage\r")
       s.expect("calls")
       s.send("after\r")

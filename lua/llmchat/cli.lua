@@ -302,7 +302,8 @@ local function save_last(conv)
   local dir = M.data_dir()
   if not dir then warn("warning: not saved: neither XDG_DATA_HOME nor HOME is set"); return end
   local f = io.open(dir .. "/.", "rb")
-  if f then f:close() else os.execute("mkdir -p " .. quote(dir) .. " 2>/dev/null") end
+  -- conversations are private: the directory is the user's alone
+  if f then f:close() else os.execute("mkdir -p -m 700 " .. quote(dir) .. " 2>/dev/null") end
   local ok, err = conv:save(dir .. "/last.json")
   if not ok then warn("warning: conversation not saved: " .. tostring(err)) end
 end
