@@ -36,7 +36,7 @@ MODULE ?= $(BUILD)/llmchat/core.so
 
 BUSTED ?= $(LUA) /usr/bin/busted
 
-.PHONY: all test spec check demo bench fuzz asan valgrind lint clean server deps rock compat
+.PHONY: all test test-all spec check demo bench fuzz asan valgrind lint clean server deps rock rock-all compat
 
 all: $(MODULE)
 
@@ -55,6 +55,12 @@ test: all
 	LLMCHAT_LUA=$(LUA) LUA_CPATH="$(BUILD)/?.so;;" $(BUSTED) --cpath="$(BUILD)/?.so" $(BUSTED_ARGS)
 
 spec: test
+
+# The whole suite on every Lua version (LUAS), one after another; each version's
+# summary and wall time, then the totals in busted's format. Goes on past a failure.
+LUAS ?= luajit lua5.1 lua5.2 lua5.3 lua5.4
+test-all:
+	@MAKE="$(MAKE)" sh spec/support/test-all.sh $(LUAS)
 
 # installs missing Debian packages (as root)
 deps:
@@ -80,18 +86,27 @@ asan:
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  LLMCHAT_LUA=$(LUA) LUA_CPATH="$(ASAN_DIR)/?.so;;" \
 	  $(BUSTED) --cpath="$(ASAN_DIR)/?.so" $(BUSTED_ARGS)
 
 # valgrind over the whole suite (slow)
 valgrind: all
-	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	LLMCHAT_LUA=$(LUA) LUA_CPATH="$(BUILD)/?.so;;" \
+	  valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	  --show-leak-kinds=definite --trace-children=no \
-	  $(LUA) /usr/bin/busted $(BUSTED_ARGS)
+	  $(LUA) /usr/bin/busted --cpath="$(BUILD)/?.so" $(BUSTED_ARGS)
 
-# installs the rock into a private tree, as a user would (no network)
-rock:
+# installs the source rock (make dist) into a private tree for $(LUA), as a user would
+# (no network; LuaRocks builds in its own temporary directory, not in the checkout)
+ROCK_LUA = $(if $(filter luajit,$(LUA)),5.1,$(patsubst lua%,%,$(LUA)))
+rock: dist
 	rm -rf build/rocktree
-	luarocks --lua-version=5.4 make --deps-mode=none --tree build/rocktree rockspec/llmchat-dev-1.rockspec
+	luarocks --lua-version=$(ROCK_LUA) install --deps-mode=none --tree build/rocktree $(DIST_ROCK)
+
+# luarocks make for every version (LuaJIT: the 5.1 tree), each from a copy of the
+# checkout, loaded by its own interpreter: spec/package_spec.lua under each
+rock-all:
+	@MAKE="$(MAKE)" BUSTED_ARGS=spec/package_spec.lua sh spec/support/test-all.sh $(LUAS)
 
 lint:
 	luacheck lua spec bench examples bin
@@ -99,8 +114,12 @@ lint:
 server:
 	$(LUA) bin/llmchat-server
 
+# every build directory: per-Lua builds, asan, fuzzers and their corpora, C tests, dist,
+# rock trees (all under build/), an in-place `luarocks make` (llmchat/, src/*.o), bench
+# output, and libFuzzer artifacts written where a fuzzer was run by hand
 clean:
-	rm -rf build llmchat bench/out
+	rm -rf build llmchat bench/out fuzz/out
+	rm -f src/*.o crash-* leak-* timeout-* oom-* slow-unit-*
 
 # Each concept may add its own targets (fuzzers, C unit tests) in mk/<concept>.mk.
 -include $(wildcard mk/*.mk)

@@ -1,4 +1,5 @@
-/* libFuzzer target for the stream assembler (src/stream.c) and its JSON scanner (src/jscan.c).
+/* libFuzzer target for the stream assembler (src/stream.c and its caches, src/stream_cache.c)
+ * and its JSON scanner (src/jscan.c).
  *
  *   make fuzz-stream FUZZ_TIME=60      (mk/stream.mk; clang, ASan + UBSan)
  *

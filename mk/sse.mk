@@ -12,7 +12,7 @@ SSE_WARN    := -std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -Wmissing-prototypes
 .PHONY: test-sse-c fuzz-sse bench-sse
 
 # sse_test.c includes src/sse.c itself (to hook realloc for the out-of-memory tests)
-build/test/sse_test: test/sse_test.c src/sse.c src/sse.h mk/sse.mk
+build/test/sse_test: test/sse_test.c src/sse.c src/sse.h src/buf.h mk/sse.mk
 	@mkdir -p build/test
 	$(SSE_TEST_CC) $(SSE_WARN) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
 	  -fno-sanitize-recover=all -Isrc test/sse_test.c -o $@
@@ -20,7 +20,7 @@ build/test/sse_test: test/sse_test.c src/sse.c src/sse.h mk/sse.mk
 test-sse-c: build/test/sse_test
 	./build/test/sse_test
 
-build/fuzz/sse_fuzz: fuzz/sse_fuzz.c src/sse.c src/sse.h mk/sse.mk
+build/fuzz/sse_fuzz: fuzz/sse_fuzz.c src/sse.c src/sse.h src/buf.h mk/sse.mk
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(SSE_WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
 	  -fno-sanitize-recover=undefined -Isrc fuzz/sse_fuzz.c src/sse.c -o $@
@@ -32,7 +32,7 @@ fuzz-sse: build/fuzz/sse_fuzz
 	./build/fuzz/sse_fuzz -max_total_time=$(FUZZ_TIME) -max_len=4096 \
 	  -artifact_prefix=build/fuzz/ build/fuzz/sse_corpus fuzz/sse_corpus
 
-build/bench/sse_bench: bench/sse_bench.c src/sse.c src/sse.h mk/sse.mk
+build/bench/sse_bench: bench/sse_bench.c src/sse.c src/sse.h src/buf.h mk/sse.mk
 	@mkdir -p build/bench
 	$(CC) $(SSE_WARN) -O2 -Isrc bench/sse_bench.c src/sse.c -o $@
 

@@ -4,7 +4,7 @@
 local socket = require("socket")
 local cjson = require("cjson")
 local server = require("support.server")
-local process_alive = require("llmchat.server").process_alive
+local process_alive = require("llmchat.testing").process_alive
 
 -- Raw HTTP/1.1 over one TCP socket, to see keep-alive and framing as they are on the wire.
 local function connect(port)

@@ -357,6 +357,14 @@ describe("sse parser", function()
         local p = chunk(sse)
         assert.has_error(function() p:feed("x") end, "attempt to use a closed sse parser")
       end)
+    else
+      it("closes with p:close(), the portable form where there is no <close>", function()
+        local p = sse.parser()
+        assert.same({ { event = "message", data = "a", id = "" } }, p:feed("data: a\n\n"))
+        p:close()
+        p:close()  -- idempotent
+        assert.has_error(function() p:feed("x") end, "attempt to use a closed sse parser")
+      end)
     end
 
     it("is also llmchat.sse", function()

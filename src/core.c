@@ -25,7 +25,7 @@
 #define ENGINE_MT "llmchat.engine"
 #define ENGINE_KEY "llmchat.engine.instance" /* the instance; ENGINE_MT names its metatable */
 #define REQUEST_MT "llmchat.request"
-#define LLMCHAT_VERSION "0.1.0"
+#define LLMCHAT_VERSION "0.2.0"
 
 typedef struct lrequest {
   request r;
@@ -285,6 +285,15 @@ static int r_cancel(lua_State *L) {
   return 0;
 }
 
+/* r:hold(true|false): while held, the request's records are not dispatched (an
+ * iterator whose queue is full); flow control pauses the transfer meanwhile */
+static int r_hold(lua_State *L) {
+  engine *e = get_engine(L);
+  lrequest *lr = check_req(L, 1);
+  engine_hold(e, &lr->r, lua_toboolean(L, 2));
+  return 0;
+}
+
 static int r_close(lua_State *L) {
   lrequest *lr = (lrequest *)luaL_checkudata(L, 1, REQUEST_MT);
   engine *e = (engine *)lua_touserdata(L, lua_upvalueindex(1));
@@ -339,8 +348,8 @@ static int r_headers(lua_State *L) {
       /* stack: name, first value */
       if (!dups) {
         lua_newtable(L);
-        dups = lua_gettop(L);
         lua_insert(L, -3);  /* dups below name, first value */
+        dups = lua_gettop(L) - 2;
       }
       lua_pushvalue(L, -2);
       lua_rawget(L, dups);
@@ -614,6 +623,11 @@ static void dispatch_one(lua_State *L, engine *e, request *r, int err_slot) {
     if (r->link.completion_due) engine_completed(e, r);
     return;
   }
+  if (r->link.held) {
+    /* released later (engine_hold queues it again); its records wait */
+    lua_settop(L, top);
+    return;
+  }
   ud = lua_gettop(L);
   lua_getuservalue(L, ud);
   hv = lua_gettop(L);
@@ -655,6 +669,11 @@ static int dispatch_loop(lua_State *L) {
   long long budget = (long long)lua_tonumber(L, 3), t0 = (long long)lua_tonumber(L, 4);
   request *r;
   luaL_checkstack(L, 32, "llmchat dispatch");
+  if (e->inject == 1 && engine_has_ready(e)) {
+    e->inject = 0;  /* as if building an event ran out of memory */
+    lua_pushliteral(L, "not enough memory");
+    return lua_error(L);
+  }
   while ((r = engine_pop_ready(e, only)) != NULL) {
     dispatch_one(L, e, r, 2);
     if (only) break;
@@ -758,7 +777,16 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
-/* what the engine has seen: { inflight =, connections =, stale_connections = } */
+/* core.inject("dispatch_nomem"): the next dispatch fails as if out of memory while it
+ * builds an event (outside any callback). For specs: the engine must stay usable. */
+static int l_inject(lua_State *L) {
+  engine *e = get_engine(L);
+  static const char *const faults[] = {"none", "dispatch_nomem", NULL};
+  e->inject = luaL_checkoption(L, 1, NULL, faults);
+  return 0;
+}
+
+/* what the engine has seen: { inflight =, connections =, stale_connections =, anchored = } */
 static int l_stats(lua_State *L) {
   engine *e = get_engine(L);
   lua_createtable(L, 0, 3);
@@ -768,6 +796,8 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "connections");
   lua_pushinteger(L, (lua_Integer)e->stale_conns);
   lua_setfield(L, -2, "stale_connections");
+  lua_pushboolean(L, engine_has_ready(e));
+  lua_setfield(L, -2, "queued");
   lua_getuservalue(L, lua_upvalueindex(1));
   {
     lua_Integer n = 0;
@@ -802,12 +832,13 @@ static const luaL_Reg request_methods[] = {
   {"state", r_state},       {"status", r_status},   {"headers", r_headers},
   {"body", r_body},         {"result", r_result},   {"outcome", r_outcome},
   {"info", r_info},         {"error_json", r_error_json}, {"stream_state", r_stream_state},
-  {"handlers", r_handlers}, {NULL, NULL}};
+  {"handlers", r_handlers}, {"hold", r_hold},         {NULL, NULL}};
 
 static const luaL_Reg module_funcs[] = {
   {"request", l_request},   {"drive", l_drive},     {"inflight", l_inflight},
   {"timeout", l_timeout},   {"fd", l_fd},           {"fds", l_fds},
   {"now", l_now},           {"dispatching", l_dispatching}, {"stats", l_stats},
+  {"inject", l_inject},
   {"json_decode", ljson_decode},
   {NULL, NULL}};
 

@@ -303,6 +303,7 @@ static void forget(engine *e, request *r) {
   ready_unlink(e, r);
   r->link.eng = NULL;
   r->link.completion_due = 0;
+  r->link.held = 0;
   r->notify = NULL;
 }
 
@@ -334,6 +335,7 @@ int engine_add(engine *e, request *r) {
   curl_easy_setopt(r->easy, CURLOPT_CLOSESOCKETDATA, (void *)e);
   discard_stale(e);
   r->link.eng = e;
+  r->link.held = 0;
   r->state = REQ_RUNNING;
   if (curl_multi_add_handle(e->multi, r->easy) != CURLM_OK) {
     r->link.eng = NULL;
@@ -382,6 +384,12 @@ void engine_consumed(engine *e, request *r) {
     arm_idle(e, r);
     curl_easy_pause(r->easy, CURLPAUSE_CONT);
   }
+}
+
+void engine_hold(engine *e, request *r, int on) {
+  if (r->link.eng != e) return;
+  r->link.held = on;
+  if (!on && (consumer_pending(&r->cons) || r->link.completion_due)) on_notify(e, r);
 }
 
 void engine_completed(engine *e, request *r) {

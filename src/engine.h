@@ -43,6 +43,7 @@ typedef struct engine {
    * callbacks): the idle ones are checked for stray bytes before a new transfer */
   curl_socket_t conns[ENGINE_MAX_CONNS];
   int nconns;
+  int inject;                   /* fault injection for specs (core.inject) */
   unsigned long stale_conns;    /* connections discarded for bytes that arrived while idle */
 } engine;
 
@@ -59,6 +60,9 @@ void engine_cancel(engine *e, request *r);   /* stops a transfer at once (reason
 /* Lua took r's pending records: clears them, resumes a paused transfer, re-arms its idle
  * timer. */
 void engine_consumed(engine *e, request *r);
+/* Held: the request is not dispatched (its records wait, and flow control pauses the
+ * transfer once they reach the cap) until released; releasing queues it again. */
+void engine_hold(engine *e, request *r, int on);
 /* r's completion was dispatched (or dropped): r leaves the engine. */
 void engine_completed(engine *e, request *r);
 int  engine_is_added(const request *r);      /* running, or done with completion pending */

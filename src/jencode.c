@@ -15,6 +15,8 @@
 #include "jencode.h"
 
 #define JENC_MAX_DEPTH 1000
+/* a request body is rarely shorter: one allocation where buf.h's 64 would take three */
+#define JENC_FIRST_CAP 256
 
 typedef struct jenc {
   lua_State *L;
@@ -303,6 +305,7 @@ int ljson_encode(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
+  if (buf_reserve(e.outp, JENC_FIRST_CAP)) jenc_oom(&e);
   if (enc_value(&e, 1, 0, NULL)) {
     jbuf_release(e.outp);
     lua_pushnil(L);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "lsse.h"
 #include "sse.h"
 
@@ -35,31 +36,15 @@ typedef struct lsse {
   /* the events of the feed in progress: offsets into bytes */
   lsse_event *ev;
   size_t nev, ev_cap;
-  char *bytes;
-  size_t bytes_len, bytes_cap;
+  bytebuf bytes;
 } lsse;
 
-static int lsse_grow(void **ptr, size_t *cap, size_t need, size_t elem)
-{
-  size_t n = *cap ? *cap : 16;
-  void *np;
-  if (need <= *cap) return 0;
-  while (n < need) {
-    if (n > ((size_t)-1 / 2) / elem) return -1;
-    n *= 2;
-  }
-  np = realloc(*ptr, n * elem);
-  if (np == NULL) return -1;
-  *ptr = np;
-  *cap = n;
-  return 0;
-}
-
+/* Room was reserved: cannot fail. */
 static size_t lsse_put(lsse *s, const char *p, size_t n)
 {
-  size_t off = s->bytes_len;
-  if (n) memcpy(s->bytes + off, p, n);
-  s->bytes_len += n;
+  size_t off = s->bytes.len;
+  if (n) memcpy(s->bytes.p + off, p, n);
+  s->bytes.len += n;
   return off;
 }
 
@@ -68,13 +53,11 @@ static int lsse_on_event(void *ud, const sse_event *ev)
   lsse *s = (lsse *)ud;
   lsse_event *e;
   size_t total = ev->type_len + ev->data_len + ev->id_len;
-  void *evp = s->ev, *bp = s->bytes;
-  if (lsse_grow(&evp, &s->ev_cap, s->nev + 1, sizeof *s->ev) != 0) goto oom;
+  void *evp = s->ev;
+  if (buf_grow_array(&evp, &s->ev_cap, s->nev + 1, sizeof *s->ev) != 0) goto oom;
   s->ev = (lsse_event *)evp;
-  if (total > (size_t)-1 - s->bytes_len ||
-      lsse_grow(&bp, &s->bytes_cap, s->bytes_len + total, 1) != 0)
-    goto oom;
-  s->bytes = (char *)bp;
+  /* each length is below max_line <= SIZE_MAX / 4: the sum cannot wrap */
+  if (buf_reserve(&s->bytes, total) != 0) goto oom;
   e = &s->ev[s->nev++];
   e->type_len = ev->type_len;
   e->type_off = lsse_put(s, ev->type, ev->type_len);
@@ -95,10 +78,9 @@ static void lsse_release(lsse *s)
   s->open = 0;
   sse_free(&s->p);
   free(s->ev);
-  free(s->bytes);
   s->ev = NULL;
-  s->bytes = NULL;
-  s->nev = s->ev_cap = s->bytes_len = s->bytes_cap = 0;
+  s->nev = s->ev_cap = 0;
+  buf_free(&s->bytes);
 }
 
 static lsse *lsse_check(lua_State *L)
@@ -116,11 +98,11 @@ static void lsse_push_events(lua_State *L, lsse *s)
   for (i = 0; i < s->nev; i++) {
     const lsse_event *e = &s->ev[i];
     lua_createtable(L, 0, 4);
-    lua_pushlstring(L, s->bytes + e->type_off, e->type_len);
+    lua_pushlstring(L, s->bytes.p + e->type_off, e->type_len);
     lua_setfield(L, -2, "event");
-    lua_pushlstring(L, s->bytes + e->data_off, e->data_len);
+    lua_pushlstring(L, s->bytes.p + e->data_off, e->data_len);
     lua_setfield(L, -2, "data");
-    lua_pushlstring(L, s->bytes + e->id_off, e->id_len);
+    lua_pushlstring(L, s->bytes.p + e->id_off, e->id_len);
     lua_setfield(L, -2, "id");
     if (e->retry >= 0) {
       lua_pushinteger(L, (lua_Integer)e->retry);
@@ -135,7 +117,7 @@ static int lsse_result(lua_State *L, lsse *s, int rc)
 {
   lsse_push_events(L, s);
   s->nev = 0;
-  s->bytes_len = 0;
+  s->bytes.len = 0;
   if (rc == SSE_OK) return 1;
   lua_pushnil(L);
   if (rc == SSE_ELINE) {
@@ -157,7 +139,7 @@ static int lsse_feed(lua_State *L)
   int rc;
   if (s->finished) return luaL_error(L, "sse parser: feed after finish");
   s->nev = 0;
-  s->bytes_len = 0;
+  s->bytes.len = 0;
   if (s->err) return lsse_result(L, s, s->err);
   rc = sse_feed(&s->p, buf, len);
   if (rc == SSE_STOP) rc = s->err; /* only lsse_on_event stops, on memory exhaustion */
@@ -169,7 +151,7 @@ static int lsse_finish(lua_State *L)
 {
   lsse *s = lsse_check(L);
   s->nev = 0;
-  s->bytes_len = 0;
+  s->bytes.len = 0;
   if (s->err) return lsse_result(L, s, s->err);
   if (!s->finished) {
     int rc = sse_finish(&s->p); /* never dispatches: the incomplete block is discarded */

@@ -90,6 +90,7 @@ typedef struct request {
     int in_ready;
     unsigned ready_gen;           /* dispatch generation when it became ready */
     int completion_due;           /* done, completion not yet dispatched */
+    int held;                     /* Lua asked to hold its records (a full iterator queue) */
   } link;
 } request;
 

@@ -16,40 +16,6 @@
 
 static const unsigned char sse_bom[3] = { 0xEF, 0xBB, 0xBF };
 
-static int sse_buf_reserve(sse_buf *b, size_t extra)
-{
-  size_t need, cap;
-  char *np;
-  if (extra <= b->cap - b->len) return 0;
-  if (extra > SIZE_MAX - b->len) return -1;
-  need = b->len + extra;
-  cap = b->cap ? b->cap : 64;
-  while (cap < need) {
-    if (cap > SIZE_MAX / 2) { cap = need; break; }
-    cap *= 2;
-  }
-  np = (char *)realloc(b->ptr, cap);
-  if (np == NULL) return -1;
-  b->ptr = np;
-  b->cap = cap;
-  return 0;
-}
-
-static int sse_buf_append(sse_buf *b, const char *s, size_t n)
-{
-  if (n == 0) return 0;
-  if (sse_buf_reserve(b, n) != 0) return -1;
-  memcpy(b->ptr + b->len, s, n);
-  b->len += n;
-  return 0;
-}
-
-static int sse_buf_set(sse_buf *b, const char *s, size_t n)
-{
-  b->len = 0;
-  return sse_buf_append(b, s, n);
-}
-
 static int sse_fail(sse_parser *p, int code)
 {
   p->err = code;
@@ -68,14 +34,10 @@ void sse_init(sse_parser *p, size_t max_line, sse_event_fn fn, void *ud)
 
 void sse_free(sse_parser *p)
 {
-  free(p->line.ptr);
-  free(p->data.ptr);
-  free(p->type.ptr);
-  free(p->id.ptr);
-  memset(&p->line, 0, sizeof p->line);
-  memset(&p->data, 0, sizeof p->data);
-  memset(&p->type, 0, sizeof p->type);
-  memset(&p->id, 0, sizeof p->id);
+  buf_free(&p->line);
+  buf_free(&p->data);
+  buf_free(&p->type);
+  buf_free(&p->id);
   p->has_ref = 0;
 }
 
@@ -100,9 +62,9 @@ size_t sse_consumed(const sse_parser *p)
 static int sse_materialize(sse_parser *p)
 {
   p->has_ref = 0;
-  if (sse_buf_reserve(&p->data, p->data_ref_len + 1) != 0) return SSE_ENOMEM;
-  if (p->data_ref_len) memcpy(p->data.ptr, p->data_ref, p->data_ref_len);
-  p->data.ptr[p->data_ref_len] = '\n';
+  if (buf_reserve(&p->data, p->data_ref_len + 1) != 0) return SSE_ENOMEM;
+  if (p->data_ref_len) memcpy(p->data.p, p->data_ref, p->data_ref_len);
+  p->data.p[p->data_ref_len] = '\n';
   p->data.len = p->data_ref_len + 1;
   return SSE_OK;
 }
@@ -120,9 +82,9 @@ static int sse_data(sse_parser *p, const char *v, size_t n)
   if (p->has_ref && (rc = sse_materialize(p)) != SSE_OK) return rc;
   /* data.len <= max_line always holds here */
   if (n >= p->max_line - p->data.len) return SSE_ELINE;
-  if (sse_buf_reserve(&p->data, n + 1) != 0) return SSE_ENOMEM;
-  if (n) memcpy(p->data.ptr + p->data.len, v, n);
-  p->data.ptr[p->data.len + n] = '\n';
+  if (buf_reserve(&p->data, n + 1) != 0) return SSE_ENOMEM;
+  if (n) memcpy(p->data.p + p->data.len, v, n);
+  p->data.p[p->data.len + n] = '\n';
   p->data.len += n + 1;
   return SSE_OK;
 }
@@ -152,17 +114,17 @@ static int sse_dispatch(sse_parser *p)
     ev.data = p->data_ref;
     ev.data_len = p->data_ref_len;
   } else {
-    ev.data = p->data.ptr;
+    ev.data = p->data.p;
     ev.data_len = p->data.len - 1; /* the last "\n" */
   }
   if (p->type.len) {
-    ev.type = p->type.ptr;
+    ev.type = p->type.p;
     ev.type_len = p->type.len;
   } else {
     ev.type = "message";
     ev.type_len = 7;
   }
-  ev.id = p->id.len ? p->id.ptr : "";
+  ev.id = p->id.len ? p->id.p : "";
   ev.id_len = p->id.len;
   ev.retry = p->retry;
   /* reset first: the buffers' bytes stay valid for the callback, and the parser is
@@ -197,14 +159,14 @@ static int sse_line(sse_parser *p, const char *s, size_t n)
     break;
   case 5:
     if (memcmp(s, "event", 5) == 0) {
-      if (sse_buf_set(&p->type, v, vlen) != 0) return SSE_ENOMEM;
+      if (buf_set(&p->type, v, vlen) != 0) return SSE_ENOMEM;
     } else if (memcmp(s, "retry", 5) == 0) {
       sse_retry(p, v, vlen);
     }
     break;
   case 2:
     if (s[0] == 'i' && s[1] == 'd' && (vlen == 0 || memchr(v, '\0', vlen) == NULL))
-      if (sse_buf_set(&p->id, v, vlen) != 0) return SSE_ENOMEM;
+      if (buf_set(&p->id, v, vlen) != 0) return SSE_ENOMEM;
     break;
   default:
     break;
@@ -216,7 +178,7 @@ static int sse_line(sse_parser *p, const char *s, size_t n)
 static int sse_carry(sse_parser *p, const char *s, size_t n)
 {
   if (n > p->max_line - p->line.len) return SSE_ELINE;
-  if (sse_buf_append(&p->line, s, n) != 0) return SSE_ENOMEM;
+  if (buf_add(&p->line, s, n) != 0) return SSE_ENOMEM;
   return SSE_OK;
 }
 
@@ -276,7 +238,7 @@ int sse_feed(sse_parser *p, const char *buf, size_t len)
     if (p->line.len) {
       if ((rc = sse_carry(p, s, (size_t)(eol - s))) != SSE_OK) return sse_fail(p, rc);
       /* a data value may point into p->line: it stays intact until the end of the feed */
-      rc = sse_line(p, p->line.ptr, p->line.len);
+      rc = sse_line(p, p->line.p, p->line.len);
       p->line.len = 0;
     } else {
       if ((size_t)(eol - s) > p->max_line) return sse_fail(p, SSE_ELINE);

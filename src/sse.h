@@ -25,6 +25,8 @@
 
 #include <stddef.h>
 
+#include "buf.h"
+
 enum { SSE_OK = 0, SSE_STOP = 1, SSE_ELINE = 2, SSE_ENOMEM = 3 };
 
 #define SSE_DEFAULT_MAX_LINE ((size_t)16 * 1024 * 1024)
@@ -48,11 +50,8 @@ typedef struct sse_event {
  * Return nonzero to stop: sse_feed then returns SSE_STOP. */
 typedef int (*sse_event_fn)(void *ud, const sse_event *ev);
 
-/* A growable byte buffer owned by the parser (named sse_buf so as not to clash). */
-typedef struct sse_buf {
-  char *ptr;
-  size_t len, cap;
-} sse_buf;
+/* The parser's buffers are the common byte buffer (buf.h: plain C, no Lua). */
+typedef bytebuf sse_buf;
 
 /* The struct is public so a request can embed it; fields are private to sse.c. */
 typedef struct sse_parser {

@@ -1,5 +1,6 @@
 /* Stream assembly: chat.completion.chunk payloads folded into one result, in C.
- * Plain C (no Lua): fuzzed and benchmarked alone. The Lua glue is lstream.c.
+ * Plain C (no Lua): fuzzed and benchmarked alone (stream.c, stream_cache.c, jscan.c, buf.h).
+ * The Lua glue is lstream.c.
  *
  * INTERFACE CONTRACT (the request code in core.c/transport.c calls exactly these;
  * the struct layout is shared by stream.c and its Lua glue lstream.c only):
@@ -82,6 +83,8 @@
 
 #include <stddef.h>
 
+#include "buf.h"
+
 enum { STREAM_OK = 0, STREAM_EJSON = 1, STREAM_ENOMEM = 2 };
 
 /* kinds of delta records */
@@ -93,11 +96,8 @@ enum { STREAM_HAS_ID = 1, STREAM_HAS_NAME = 2 };
 #define STREAM_MAX_CHOICES 256
 #define STREAM_MAX_CALLS   1024
 
-/* A growable byte buffer; p is NULL until the first byte. */
-typedef struct stream_buf {
-  char *p;
-  size_t len, cap;
-} stream_buf;
+/* The common byte buffer (buf.h); p is NULL until the first byte. */
+typedef bytebuf stream_buf;
 
 typedef struct stream_call {
   long index; /* wire index, -1 when the fragments carried none */
@@ -123,14 +123,18 @@ typedef struct stream_delta {
   unsigned char flags;     /* STREAM_HAS_ID | STREAM_HAS_NAME */
 } stream_delta;
 
-struct stream_sc_choice; /* per-chunk scratch, private to stream.c */
+/* private: a chunk's parse, made by stream.c's parse phase and read by its apply phase
+ * (the records are defined in stream_cache.h: the chunk templates store and replay them) */
+struct stream_sc_choice;
 struct stream_sc_call;
+typedef struct stream_parse {
+  struct stream_sc_choice *sc; /* the chunk's choices */
+  size_t nsc, capsc;
+  struct stream_sc_call *scc;  /* their tool-call fragments */
+  size_t nscc, capscc;
+} stream_parse;
 
-/* private: one span of the prefix cache (stream.c), as an offset into the chunk */
-typedef struct stream_pfx_span {
-  size_t off, n;
-  unsigned char type, esc;
-} stream_pfx_span;
+struct stream_cache; /* private: the prefix cache and the chunk templates (stream_cache.h) */
 
 typedef struct stream_asm {
   /* the result so far (read by lstream.c) */
@@ -146,20 +150,11 @@ typedef struct stream_asm {
   size_t npending, cappending;
   stream_buf raw;
   /* private: per-chunk scratch, reused so that a chunk costs no allocation */
-  struct stream_sc_choice *sc;
-  size_t nsc, capsc;
-  struct stream_sc_call *scc;
-  size_t nscc, capscc;
+  stream_parse parse;
   stream_buf tmp;
   size_t last_choice;
-  /* private: the prefix cache (see stream.c): the bytes of an earlier chunk up to its
-   * "choices" key, and the top-level members parsed in them */
-  stream_buf pfx;              /* len 0 = empty */
-  stream_pfx_span pfx_span[6]; /* id, model, system_fingerprint, usage, x_groq usage, error */
-  double pfx_created;
-  int pfx_first;
-  /* private: the chunk templates (see stream.c): earlier chunks' bytes and their parse */
-  struct stream_tpl *tplx;     /* allocated with the first chunk */
+  /* private: the caches, allocated with the first chunk (NULL: none, results the same) */
+  struct stream_cache *cache;
   char errmsg[160];
 } stream_asm;
 

@@ -40,6 +40,7 @@
 #include "jdecode.c"
 #include "sse.c"
 #include "lsse.c"
+#include "stream_cache.c"
 #include "stream.c"
 #include "lstream.c"
 #include "consumer.c"

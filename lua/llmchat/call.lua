@@ -274,6 +274,8 @@ function M.start(client, spec, secret, log)
     header_lines = spec.headers, state = spec.state, on_attempt = spec.on_attempt,
   }, Call)
   loop.call_started()
+  local task = loop.current_task()
+  if task then loop.track(task, call) end
   if spec.failure then
     call.timer = loop.after(0, function() finish(call, nil, spec.failure) end, call)
     return call

@@ -388,14 +388,24 @@ end
 -- { kind = "done", result = res } or { kind = "error", error = err }.
 -- On a Lua without to-be-closed variables, call it:close() after a break (or let it be
 -- collected): the request is cancelled either way.
+-- an iterator holds (stops taking) its request's events beyond this many undelivered
+local ITER_QUEUE_MAX = 256
+
 function Client:stream(params)
   check_params(params, 2)
   local ep = api_of(params, 2)
   local head, tail, queue = 1, 0, {}
   local call
+  local held = false
   local user_delta, user_event = params.on_delta, params.on_event
-  local function wake()
+  -- a full queue (a loop that stopped taking, or left with break) holds the request: its
+  -- records wait in C and flow control pauses the transfer, so memory stays bounded
+  local function added()
     if call and call.waiter then loop.wake(call.waiter) end
+    if not held and tail - head + 1 >= ITER_QUEUE_MAX and call and call.req then
+      held = true
+      call.req:hold(true)
+    end
   end
   local o = { stream = true }
   if ep.assembler then
@@ -403,7 +413,7 @@ function Client:stream(params)
     o.sink = function(ev)
       tail = tail + 1
       queue[tail] = ev
-      wake()
+      added()
     end
   elseif user_delta or user_event then
     -- the caller's callbacks see every event as it is dispatched, one call each
@@ -411,7 +421,7 @@ function Client:stream(params)
     o.on_event = function(ev)
       tail = tail + 1
       queue[tail] = ev
-      wake()
+      added()
       if user_event then return user_event(ev) end
     end
   else
@@ -424,12 +434,14 @@ function Client:stream(params)
       else
         for i = 1, n do tail = tail + 1; queue[tail] = events[i] end
       end
-      wake()
+      added()
     end
   end
   call = self:_call(ep, params, o)
   local ended = false
   local it = { call = call }
+  --- Cancels the request (if still going) and drops what is queued. The portable way to
+  -- leave the loop early on a Lua without to-be-closed variables.
   function it.close()
     if not call.done then call:cancel() end
     head, tail, queue = 1, 0, {}
@@ -446,16 +458,25 @@ function Client:stream(params)
         end
         return ev
       end
+      if held then
+        held = false
+        if call.req and not call.done then call.req:hold(false) end
+      end
       if call.done then
         if ended then return nil end
         ended = true
         if call.err then return { kind = "error", error = call.err, partial = call.err.partial } end
         return { kind = "done", result = call.res }
       end
-      loop.wait(call, function() return call.done or head <= tail end)
+      -- called by a generic for: on Lua 5.1 no yield may cross it (loop.wait_in_iterator
+      -- keeps the other coroutines going instead)
+      loop.wait_in_iterator(call, function() return call.done or head <= tail end)
     end
   end
   it.next = step
+  -- collected without close (5.1 - 5.3 have no to-be-closed variables; a break leaves the
+  -- iterator to the collector): the request is cancelled
+  it.guard = loop.on_collect(function() if not call.done then call:cancel() end end)
   setmetatable(it, {
     __call = function() return step() end,
     __close = function() it.close() end,
@@ -524,7 +545,7 @@ function Client:map(list, opts)
     end
   end
   local task = loop.current_task()
-  local ok, err = pcall(function()
+  local ok, err = loop.pcall(function()
     while left > 0 do
       fill()
       if left == 0 then break end

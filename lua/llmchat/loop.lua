@@ -8,6 +8,13 @@ local M = {}
 local now = core.now
 local unpack = table.unpack or unpack  -- luacheck: ignore 143
 
+-- PUC Lua 5.1 cannot yield across pcall, a metamethod or the call of a generic for's
+-- iterator; LuaJIT and 5.2+ can
+local OLD_YIELD = _VERSION == "Lua 5.1" and not rawget(_G, "jit")
+M.OLD_YIELD = OLD_YIELD
+
+local function pack(...) return { n = select("#", ...), ... } end
+
 -- timers: a small binary heap ordered by due time
 local heap = {}
 local timer_seq = 0
@@ -122,13 +129,34 @@ local function wake(task)
 end
 M.wake = wake
 
+--- Calls started inside a task are tracked by it (weakly): when the task dies with an
+-- error, or is killed, every call it started and did not finish is cancelled.
+function M.track(task, call)
+  local t = task.calls
+  if not t then
+    t = setmetatable({}, { __mode = "k" })
+    task.calls = t
+  end
+  t[call] = true
+end
+
+local function cancel_calls(task)
+  if task.calls then
+    for call in pairs(task.calls) do
+      if not call.done then call:cancel() end
+    end
+    task.calls = nil
+  end
+  if task.call and task.call.cancel and not task.call.done then task.call:cancel() end
+end
+
 local function kill_group(group)
   for co, task in pairs(tasks) do
-    if task.group == group and not task.dead then
+    if task.group == group and not task.dead and co == task.co then
       task.dead = true
       ntasks = ntasks - 1
-      if task.call and task.call.cancel then task.call:cancel() end
       tasks[co] = nil
+      cancel_calls(task)
       if coroutine.close then pcall(coroutine.close, co) end
     end
   end
@@ -143,7 +171,9 @@ local function resume_ready()
   local first_err, has_err
   for _, task in ipairs(batch) do
     task.queued = false
-    if not task.dead then
+    -- a task waiting inside a generic for on 5.1 is running (it resumed us): it goes on
+    -- when its own wait ends
+    if not task.dead and coroutine.status(task.co) == "suspended" then
       local ok, err = coroutine.resume(task.co, unpack(task.args or {}))
       task.args = nil
       if coroutine.status(task.co) == "dead" then
@@ -152,6 +182,9 @@ local function resume_ready()
         tasks[task.co] = nil
         if task.group then task.group.left = task.group.left - 1 end
         if not ok then
+          -- what it started goes with it (5.4 also closes its to-be-closed variables)
+          cancel_calls(task)
+          if coroutine.close then pcall(coroutine.close, task.co) end
           if task.group then
             if task.group.err == nil then
               task.group.err = err
@@ -188,6 +221,37 @@ end
 function M.current_task()
   local co = coroutine.running()
   return co and tasks[co]
+end
+
+--- pcall that a coroutine of ours may yield through, on every Lua version. On 5.1 the
+-- function runs in a coroutine of its own (mapped to the same task) whose yields are passed
+-- up to the scheduler and whose errors are caught by resume.
+function M.pcall(f, ...)
+  local task = OLD_YIELD and M.current_task()
+  if not task then return pcall(f, ...) end
+  local co = coroutine.create(f)
+  tasks[co] = task
+  local args = pack(...)
+  while true do
+    local r = pack(coroutine.resume(co, unpack(args, 1, args.n)))
+    if coroutine.status(co) == "dead" then
+      tasks[co] = nil
+      return unpack(r, 1, r.n)
+    end
+    args = pack(coroutine.yield(unpack(r, 2, r.n)))
+  end
+end
+
+--- A value whose collection calls fn (5.1 and LuaJIT: a newproxy userdata; 5.2+: a
+-- table with __gc). Keep it in the object whose life it follows.
+function M.on_collect(fn)
+  local np = rawget(_G, "newproxy")
+  if np then
+    local p = np(true)
+    getmetatable(p).__gc = function() fn() end
+    return p
+  end
+  return setmetatable({}, { __gc = function() fn() end })
 end
 
 ---------------------------------------------------------------------------
@@ -289,6 +353,26 @@ function M.wait(call, until_fn)
     fire_timers(call)
     if err ~= nil then error(err, 0) end
   end
+end
+
+--- wait() for the iterator of a generic for. On 5.1 (no yield across the for's call) a
+-- coroutine of ours cannot yield there: it drives the engine itself, and resumes the other
+-- ready coroutines meanwhile, so they go on while it waits. Elsewhere: wait().
+function M.wait_in_iterator(call, until_fn)
+  local task = M.current_task()
+  if not (OLD_YIELD and task) then return M.wait(call, until_fn) end
+  local prev = task.call
+  task.call = call
+  while not until_fn(call) do
+    local wait = #ready > 0 and 0 or 0.05
+    local nt = next_delay()
+    if nt and nt < wait then wait = nt end
+    local _, err = core.drive(wait)
+    fire_timers()
+    resume_ready()
+    if err ~= nil then error(err, 0) end
+  end
+  task.call = prev
 end
 
 --- Runs fn(...) as a coroutine and drives everything until it and every

@@ -24,6 +24,14 @@ function M.child()
   return "LUA_CPATH='" .. M.child_cpath .. "' " .. M.child_lua
 end
 
+--- os.execute(cmd) as a boolean on every version: true when the command exited 0
+-- (Lua 5.1 and LuaJIT return the status number, truthy even when the command failed)
+function M.execute(cmd)
+  local a, _, code = os.execute(cmd)
+  if type(a) == "number" then return a == 0 end
+  return a == true and (code == nil or code == 0)
+end
+
 -- the repository root: this file is <root>/spec/support/server.lua
 local function repo_root()
   local src = debug.getinfo(1, "S").source:gsub("^@", "")
@@ -159,6 +167,92 @@ function M.request(srv, method, path, body, headers)
   local decoded_ok, decoded = pcall(cjson.decode, res.body)
   if decoded_ok then res.json = decoded end
   return res
+end
+
+--- The events of an SSE body with their types: a list of { event = name or nil, data = text }.
+function M.sse_events(body)
+  local out, name, data = {}, nil, nil
+  for line in ((body or ""):gsub("\r\n", "\n") .. "\n"):gmatch("([^\n]*)\n") do
+    if line == "" then
+      if data then out[#out + 1] = { event = name, data = data } end
+      name, data = nil, nil
+    elseif line:sub(1, 1) ~= ":" then
+      local field, value = line:match("^([^:]*):? ?(.*)$")
+      if field == "event" then name = value
+      elseif field == "data" then data = data and (data .. "\n" .. value) or value end
+    end
+  end
+  return out
+end
+
+--- Raw HTTP/1.1 over one TCP socket, to see keep-alive and framing as they are on the wire.
+function M.connect(port, timeout)
+  local c = assert(socket.connect("127.0.0.1", port))
+  c:settimeout(timeout or 10)
+  return c
+end
+
+--- Write one request on a raw socket (body: a string; headers: a table).
+function M.send_request(c, method, path, body, headers)
+  local lines = { method .. " " .. path .. " HTTP/1.1", "Host: 127.0.0.1" }
+  for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
+  if body then lines[#lines + 1] = "Content-Length: " .. #body end
+  assert(c:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")))
+end
+
+--- Read one response from a raw socket: { status, headers (lower-case names; a repeated
+-- header's values joined with ", "), header_list = {{name, value}, ...}, body (de-chunked,
+-- still content-encoded) }, or nil, err.
+function M.read_response(c)
+  local status_line, err = c:receive("*l")
+  if not status_line then return nil, err end
+  local res = { status = tonumber(status_line:match("^HTTP/1%.%d (%d+)")), headers = {},
+    header_list = {}, status_line = status_line }
+  if not res.status then return nil, "not HTTP: " .. status_line end
+  while true do
+    local line, lerr = c:receive("*l")
+    if not line then return nil, lerr end
+    if line == "" then break end
+    local k, v = line:match("^([^:]+):%s*(.*)$")
+    k = k:lower()
+    res.header_list[#res.header_list + 1] = { k, v }
+    res.headers[k] = res.headers[k] and (res.headers[k] .. ", " .. v) or v
+  end
+  if res.headers["transfer-encoding"] == "chunked" then
+    local parts = {}
+    while true do
+      local line, lerr = c:receive("*l")
+      if not line then return nil, lerr end
+      local size = tonumber(line, 16)
+      if size == 0 then assert(c:receive("*l")); break end
+      parts[#parts + 1] = assert(c:receive(size))
+      assert(c:receive("*l"))
+    end
+    res.body = table.concat(parts)
+  else
+    local n = tonumber(res.headers["content-length"] or "0")
+    res.body = n > 0 and assert(c:receive(n)) or ""
+  end
+  return res
+end
+
+--- A multipart/form-data body: fields = list of { name, value } or { name, data, filename }.
+-- Returns the body and its Content-Type.
+function M.multipart(fields)
+  local boundary = "----llmchat-spec-boundary-7d3a"
+  local out = {}
+  for _, f in ipairs(fields) do
+    out[#out + 1] = "--" .. boundary .. "\r\n"
+    if f.filename then
+      out[#out + 1] = 'Content-Disposition: form-data; name="' .. f.name .. '"; filename="'
+        .. f.filename .. '"\r\nContent-Type: application/jsonl\r\n\r\n' .. f.data .. "\r\n"
+    else
+      out[#out + 1] = 'Content-Disposition: form-data; name="' .. f.name .. '"\r\n\r\n'
+        .. f.value .. "\r\n"
+    end
+  end
+  out[#out + 1] = "--" .. boundary .. "--\r\n"
+  return table.concat(out), "multipart/form-data; boundary=" .. boundary
 end
 
 --- The data payloads of an SSE body, in order ("[DONE]" included).
