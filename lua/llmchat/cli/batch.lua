@@ -121,12 +121,29 @@ local function fail(err)
   return M.cli.exit_code(err)
 end
 
+-- A field of the batch behind a handle: handle.name (or handle:name()), else the
+-- batch object's (handle.batch / handle.data).
+local function batch_field(handle, name)
+  local v = handle[name]
+  if type(v) == "function" then
+    local ok, r = pcall(v, handle)
+    v = ok and r or nil
+  end
+  for _, k in ipairs{ "batch", "data", "object" } do
+    if v ~= nil then break end
+    if type(handle[k]) == "table" then v = handle[k][name] end
+  end
+  return v
+end
+
 local function status_of(handle)
-  return handle.status or (type(handle.batch) == "table" and handle.batch.status) or nil
+  local st = batch_field(handle, "status")
+  return type(st) == "string" and st or nil
 end
 
 local function counts_field(handle)
-  return handle.request_counts or (type(handle.batch) == "table" and handle.batch.request_counts) or nil
+  local c = batch_field(handle, "request_counts")
+  return type(c) == "table" and c or nil
 end
 
 -- writes the results of a finished handle and says how it went
