@@ -348,8 +348,8 @@ static int r_headers(lua_State *L) {
       /* stack: name, first value */
       if (!dups) {
         lua_newtable(L);
-        dups = lua_gettop(L);
         lua_insert(L, -3);  /* dups below name, first value */
+        dups = lua_gettop(L) - 2;
       }
       lua_pushvalue(L, -2);
       lua_rawget(L, dups);
