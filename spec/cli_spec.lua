@@ -527,6 +527,32 @@ describe("llmchat command line", function()
       assert.matches("1 failed", r.err)
     end)
 
+    it("run: an expired batch keeps what ran; the rest are error lines (exit 14)", function()
+      if not ready() then pending("no client:batch or no batch endpoints in the bundled server"); return end
+      local out = fresh("batch-out") .. ".jsonl"
+      local r = run({ "batch", "run", input{ "k1", "k2", "k3", "k4" }, "-o", out, "--interval", "0.2",
+        "--metadata", 'mock={"expire":true,"partial":2}' }, { env = benv() })
+      assert.are.equal(14, r.code, r.err)
+      assert.matches("expired", r.err)
+      local res = results(out)
+      assert.are.equal(4, #res)
+      assert.are.equal("prompt k1", res[1].result.content)
+      assert.are.equal("prompt k2", res[2].result.content)
+      assert.are.equal("expired", res[3].error.kind)
+      assert.are.equal("expired", res[4].error.kind)
+      assert.are.equal("k4", res[4].custom_id)
+    end)
+
+    it("run: a batch that fails validation is exit 15 with the provider's reason", function()
+      if not ready() then pending("no client:batch or no batch endpoints in the bundled server"); return end
+      local out = fresh("batch-out") .. ".jsonl"
+      local r = run({ "batch", "run", input{ "v1" }, "-o", out, "--interval", "0.2",
+        "--metadata", 'mock={"validation":"the model does not exist"}' }, { env = benv() })
+      assert.are.equal(15, r.code, r.err)
+      assert.matches("llmchat: batch_failed[^\n]*the model does not exist[^\n]*\n$", r.err)
+      assert.is_nil(read_file(out))
+    end)
+
     it("status / results / cancel a batch that is still running", function()
       if not ready() then pending("no client:batch or no batch endpoints in the bundled server"); return end
       local r = run({ "batch", "run", input{ "p", "q" }, "--interval", "0.2", "--timeout", "0.5",

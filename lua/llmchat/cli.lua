@@ -9,7 +9,7 @@ M.EXIT = {
   ok = 0, failure = 1, usage = 2,
   auth = 3, permission = 4, not_found = 5, insufficient_credits = 6, bad_request = 7,
   rate_limit = 8, server = 9, timeout = 10, network = 11, protocol = 12, stream_error = 13,
-  batch_incomplete = 14,
+  batch_incomplete = 14, batch_failed = 15,
   cancelled = 130, interrupted = 130,
 }
 local EXIT = M.EXIT
@@ -73,7 +73,8 @@ exit codes:
    4 permission (HTTP 403)      12 protocol (not what the API promises)
    5 not_found (HTTP 404)       13 stream_error
    6 insufficient_credits       14 batch finished with failed or missing lines
-   7 bad_request (HTTP 4xx)    130 interrupted (Ctrl-C)
+   7 bad_request (HTTP 4xx)     15 batch failed (validation: nothing ran)
+                               130 interrupted (Ctrl-C)
 ]]
 
 ---------------------------------------------------------------------------
