@@ -69,7 +69,7 @@ describe("llmchat command line", function()
     end
     local argv = {}
     for i, a in ipairs(args) do argv[i] = q(a) end
-    return "cd " .. q(root) .. " && env -u LLMCHAT_PROVIDER -u LLMCHAT_MODEL -u LLMCHAT_API_KEY"
+    return "cd " .. q(root) .. " && exec env -u LLMCHAT_PROVIDER -u LLMCHAT_MODEL -u LLMCHAT_API_KEY"
       .. " -u OPENAI_API_KEY -u NO_COLOR -u LLMCHAT_LOG " .. table.concat(vars, " ") .. " "
       .. server.child_lua .. " bin/llmchat " .. table.concat(argv, " ")
   end
@@ -100,15 +100,20 @@ describe("llmchat command line", function()
     return json.decode(res._request.body), res
   end
 
+  -- sessions still open after a test (it failed half-way): ended by after_each
+  local sessions = {}
+
   --- A session on a pseudo-terminal: s.send(bytes), s.expect(text[, seconds]),
   -- s.output(), s.wait([seconds]) -> exit code.
   local function pty(args, env)
     local base = fresh("pty")
-    local fifo, ts, rc = base .. ".fifo", base .. ".ts", base .. ".rc"
+    local fifo, ts, rc, pidf = base .. ".fifo", base .. ".ts", base .. ".rc", base .. ".pid"
     assert(os.execute("mkfifo " .. q(fifo)))
     env = env or {}
     env.TERM = env.TERM or "xterm"
-    local sh = "script -q -f -e -c " .. q(command(args, env)) .. " " .. q(ts) .. " <" .. q(fifo)
+    -- llmchat's pid (the shell execs it), so a session a failed test left can be ended
+    local inner = "echo $$ > " .. q(pidf) .. "; " .. command(args, env)
+    local sh = "script -q -f -e -c " .. q(inner) .. " " .. q(ts) .. " <" .. q(fifo)
       .. " >/dev/null 2>&1; echo $? > " .. q(rc .. ".tmp") .. "; mv " .. q(rc .. ".tmp") .. " " .. q(rc)
     os.execute("sh -c " .. q(sh) .. " >/dev/null 2>&1 &")
     local w = assert(io.open(fifo, "wb"))  -- returns once script's shell has opened it
@@ -147,8 +152,19 @@ describe("llmchat command line", function()
       end
       return tonumber(read_file(rc))
     end
+    function s.stop()
+      if w then w:close(); w = nil end
+      local pid = tonumber(read_file(pidf) or "")
+      if pid and not exists(rc) then os.execute("kill " .. pid .. " 2>/dev/null") end
+    end
+    sessions[#sessions + 1] = s
     return s
   end
+
+  after_each(function()
+    for _, s in ipairs(sessions) do s.stop() end
+    sessions = {}
+  end)
 
   describe("through pipes", function()
     it("streams the answer to the question", function()
