@@ -29,14 +29,13 @@ local tools = require("llmchat.conversation.tools")
 local budget = require("llmchat.conversation.budget")
 local usage = require("llmchat.conversation.usage")
 local persist = require("llmchat.conversation.persist")
+local loop = require("llmchat.loop")
 local apis = require("llmchat.conversation.api")
 
 local M = {}
 
 local deep_copy = message.deep_copy
 
--- Lua 5.2+ and LuaJIT can yield across pcall; plain Lua 5.1 cannot.
-local PCALL_YIELDS = _VERSION ~= "Lua 5.1" or rawget(_G, "jit") ~= nil
 
 M.FORMAT_VERSION = persist.FORMAT_VERSION
 M.DEFAULT_MAX_TOOL_ROUNDS = 10
@@ -257,17 +256,12 @@ function Conversation:say(input, opts)
     error("conversation:say: the conversation owns 'messages', 'input' and 'tools' (use conv:append, conv:tool)", 2)
   end
   self._busy = true
-  -- client calls may yield (inside llmchat.run): the turn runs under pcall (so a
-  -- misuse error cannot leave the conversation busy) except in a plain Lua 5.1
-  -- coroutine, which cannot yield across pcall. Hook errors come back as
-  -- `raised` either way.
+  -- client calls may yield (inside llmchat.run): the turn runs under loop.pcall, which a
+  -- coroutine of ours can yield through on every Lua (5.1 included), so a misuse error
+  -- cannot leave the conversation busy. Hook errors come back as `raised` either way.
   local res, err, pending, raised
-  if PCALL_YIELDS or not coroutine.running() then   -- 5.1's main thread never yields
-    local ok, r, e, p, x = pcall(run_turn, self, input, opts)
-    if ok then res, err, pending, raised = r, e, p, x else raised = r end
-  else
-    res, err, pending, raised = run_turn(self, input, opts)
-  end
+  local ok, r, e, p, x = loop.pcall(run_turn, self, input, opts)
+  if ok then res, err, pending, raised = r, e, p, x else raised = r end
   self._busy = false
   if raised ~= nil then error(raised, 0) end
   if not res then return nil, err end
