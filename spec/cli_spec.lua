@@ -365,6 +365,16 @@ describe("llmchat command line", function()
       end
     end)
 
+    it("says how to give a model when the server wants one", function()
+      local m = mock{ status = 400, error = { message = "you must provide a model parameter",
+        type = "invalid_request_error" }, headers = { ["x-should-retry"] = "false" } }
+      local r = run({ "-H", m, "q" })
+      assert.are.equal(7, r.code)
+      assert.matches("model parameter[^\n]*%(give %-m MODEL or set LLMCHAT_MODEL%)\n$", r.err)
+      r = run({ "-m", "x", "-H", m, "q" })
+      assert.is_nil(r.err:find("give -m", 1, true))
+    end)
+
     it("needs a server: --base-url, -p or LLMCHAT_BASE_URL", function()
       local r = run({ "q" }, { env = { LLMCHAT_BASE_URL = "" } })
       assert.are.equal(2, r.code)
