@@ -8,6 +8,7 @@ local loop = require("llmchat.loop")
 local logmod = require("llmchat.log")
 local callmod = require("llmchat.call")
 local endpoints = require("llmchat.endpoints")
+local schema = require("llmchat.schema")
 
 local M = {}
 
@@ -210,17 +211,6 @@ local function check_params(params, level)
   end
 end
 
-local function decode_schema(res, call)
-  local data, derr = json.decode(type(res.content) == "string" and res.content or "")
-  if data == nil then
-    return nil, errors.new({ kind = "protocol", status = res.http_status, headers = res.headers,
-      message = "the answer is not the JSON the schema asks for: " .. tostring(derr),
-      body = res.content, raw = res.content, partial = res }, call.secret)
-  end
-  res.data = data
-  return res
-end
-
 local APIS = { chat = endpoints.chat, responses = endpoints.responses }
 
 -- The endpoint a call to start/stream/map goes to: params.api ("chat" or "responses").
@@ -264,7 +254,9 @@ function Client:_call(ep, params, o)
     for _, h in ipairs(header_list(params.headers, "llmchat")) do hdrs[#hdrs + 1] = h end
   end
   local after = o.after
-  if params.schema ~= nil and not after then after = decode_schema end
+  if not after and (params.schema ~= nil or params.response_format ~= nil or params.text ~= nil) then
+    after = function(res, call) return schema.decode(res, params, call.secret) end
+  end
   local spec = {
     endpoint = ep, url = url, method = method, body = text, multipart = o.multipart,
     headers = hdrs, stream = stream, consumer = ep.consumer,
@@ -480,7 +472,7 @@ function Client:stream(params)
   it.next = step
   -- collected without close (5.1 - 5.3 have no to-be-closed variables; a break leaves the
   -- iterator to the collector): the request is cancelled
-  it.guard = loop.on_collect(function() if not call.done then call:cancel() end end)
+  it.guard = loop.on_collect(function() if not call.done then loop.abandon(call) end end)
   setmetatable(it, {
     __call = function() return step() end,
     __close = function() it.close() end,

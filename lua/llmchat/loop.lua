@@ -118,13 +118,17 @@ function M.active() return active end
 -- coroutines
 
 local tasks = setmetatable({}, { __mode = "k" })  -- coroutine -> task
-local ready = {}                                   -- tasks to resume
+-- tasks to resume: one queue (ready[rhead..rtail]) that nested resumes (a wait inside a
+-- generic for on 5.1) take from too, so a task queued behind the waiting one still runs
+local ready, rhead, rtail = {}, 1, 0
+local function has_ready() return rhead <= rtail end
 local ntasks = 0
 
 local function wake(task)
   if task and not task.queued and not task.dead then
     task.queued = true
-    ready[#ready + 1] = task
+    rtail = rtail + 1
+    ready[rtail] = task
   end
 end
 M.wake = wake
@@ -155,7 +159,6 @@ local function kill_group(group)
     if task.group == group and not task.dead and co == task.co then
       task.dead = true
       ntasks = ntasks - 1
-      tasks[co] = nil
       cancel_calls(task)
       if coroutine.close then pcall(coroutine.close, co) end
     end
@@ -166,17 +169,24 @@ end
 -- outside llmchat.run) that raises does not strand the others of the batch: they are
 -- resumed too, and the first such error is raised once the batch is done.
 local function resume_ready()
-  local batch = ready
-  ready = {}
+  local count = rtail - rhead + 1  -- what was ready when it began
   local first_err, has_err
-  for _, task in ipairs(batch) do
+  while count > 0 and rhead <= rtail do
+    count = count - 1
+    local task = ready[rhead]
+    ready[rhead] = nil
+    rhead = rhead + 1
+    if rhead > rtail then ready, rhead, rtail = {}, 1, 0 end
     task.queued = false
     -- a task waiting inside a generic for on 5.1 is running (it resumed us): it goes on
     -- when its own wait ends
     if not task.dead and coroutine.status(task.co) == "suspended" then
       local ok, err = coroutine.resume(task.co, unpack(task.args or {}))
       task.args = nil
-      if coroutine.status(task.co) == "dead" then
+      -- killed while it ran (its group failed during a wait inside a generic for on 5.1):
+      -- already counted out, and its unwinding error is not news
+      local killed = task.dead
+      if coroutine.status(task.co) == "dead" and not killed then
         task.dead = true
         ntasks = ntasks - 1
         tasks[task.co] = nil
@@ -225,6 +235,15 @@ function M.current_task()
   return co and tasks[co]
 end
 
+--- true when co is a coroutine that will never run again: dead, or a task of ours that
+-- was killed (its group failed) and left suspended (5.1 - 5.3 cannot close it)
+function M.gone(co)
+  if type(co) ~= "thread" then return false end
+  if coroutine.status(co) == "dead" then return true end
+  local task = tasks[co]
+  return task ~= nil and task.dead == true
+end
+
 --- pcall that a coroutine of ours may yield through, on every Lua version. On 5.1 the
 -- function runs in a coroutine of its own (mapped to the same task) whose yields are passed
 -- up to the scheduler and whose errors are caught by resume.
@@ -243,6 +262,26 @@ function M.pcall(f, ...)
     args = pack(coroutine.yield(unpack(r, 2, r.n)))
   end
 end
+
+-- calls whose owner was collected (an iterator left by break on a Lua without
+-- to-be-closed variables): cancelled at the next poll or wait, never from the finalizer
+-- itself (a finalizer may run in the middle of a dispatch, under the call's own records)
+local abandoned = {}
+
+--- Hands a call to the loop to cancel at its next poll or wait.
+function M.abandon(call)
+  abandoned[#abandoned + 1] = call
+end
+
+local function cancel_abandoned()
+  if abandoned[1] == nil then return end
+  local list = abandoned
+  abandoned = {}
+  for _, call in ipairs(list) do
+    if not call.done then call:cancel() end
+  end
+end
+M.cancel_abandoned = cancel_abandoned
 
 --- A value whose collection calls fn (5.1 and LuaJIT: a newproxy userdata; 5.2+: a
 -- table with __gc). Keep it in the object whose life it follows.
@@ -263,7 +302,7 @@ end
 -- idle checks, retry and sleep timers, ready coroutines); nil when nothing
 -- is scheduled. A host loop sleeps at most this long between polls.
 function M.timeout()
-  if #ready > 0 then return 0 end
+  if has_ready() then return 0 end
   local t = core.timeout()
   local nt = next_delay()
   if nt and (not t or nt < t) then t = nt end
@@ -297,8 +336,9 @@ function M.poll(timeout, budget)
   if budget == false then budget = 0 end
   in_poll = true
   local ok, err = pcall(function()
+    cancel_abandoned()
     local wait = timeout or 0
-    if #ready > 0 then wait = 0 end
+    if has_ready() then wait = 0 end
     local nt = next_delay()
     if nt and nt < wait then wait = nt end
     if core.inflight() == 0 and not nt then wait = 0 end
@@ -346,6 +386,7 @@ function M.wait(call, until_fn)
     return
   end
   while not until_fn(call) do
+    cancel_abandoned()
     local wait = 1.0
     local nt = next_delay(call)
     if nt and nt < wait then wait = nt end
@@ -366,13 +407,15 @@ function M.wait_in_iterator(call, until_fn)
   local prev = task.call
   task.call = call
   while not until_fn(call) do
-    local wait = #ready > 0 and 0 or 0.05
+    local wait = has_ready() and 0 or 0.05
     local nt = next_delay()
     if nt and nt < wait then wait = nt end
     local _, err = core.drive(wait)
     fire_timers()
     resume_ready()
     if err ~= nil then error(err, 0) end
+    -- its group failed meanwhile: unwind this coroutine too
+    if task.dead then error("llmchat: coroutine cancelled (its group failed)", 0) end
   end
   task.call = prev
 end
@@ -394,13 +437,13 @@ function M.run(fn, ...)
       if in_poll or core.dispatching() then
         error("llmchat.run: cannot run from inside a callback that poll fired", 0)
       end
-      if #ready > 0 then
+      if has_ready() then
         in_poll = true
         local rok, rerr = pcall(resume_ready)
         in_poll = false
         if not rok then error(rerr, 0) end
       end
-      if group.left > 0 and group.err == nil then M.poll(#ready > 0 and 0 or 0.05) end
+      if group.left > 0 and group.err == nil then M.poll(has_ready() and 0 or 0.05) end
     end
   end)
   if not ok and group.err == nil then group.err = err end
