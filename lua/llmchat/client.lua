@@ -573,5 +573,11 @@ function Client:map(list, opts)
   return results
 end
 
+--- The provider's Batch API (llmchat.batch, docs/batch.md): a handle on a new batch,
+-- on an existing one by id, or a page of them.
+function Client:batch(opts) return require("llmchat.batch").create(self, opts, secrets[self]) end
+function Client:batch_resume(id, opts) return require("llmchat.batch").resume(self, id, opts, secrets[self]) end
+function Client:batches(opts) return require("llmchat.batch").list(self, opts, secrets[self]) end
+
 M.Client = Client
 return M
