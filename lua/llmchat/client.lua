@@ -397,7 +397,7 @@ function Client:stream(params)
   -- a full queue (a loop that stopped taking, or left with break) holds the request: its
   -- records wait in C and flow control pauses the transfer, so memory stays bounded
   local function added()
-    if call and call.waiter then loop.wake(call.waiter) end
+    if call then loop.notify(call) end
     if not held and tail - head + 1 >= ITER_QUEUE_MAX and call and call.req then
       held = true
       call.req:hold(true)
@@ -503,8 +503,13 @@ function Client:map(list, opts)
     local t = core.now() + d
     if t > pause_until then pause_until = t end
   end
-  local waiter = { done = false }
   local calls = {}
+  -- what a coroutine running map waits on: the scheduler wakes it when a call finishes
+  local finished = 0
+  local waiter = { done = false }
+  function waiter.cancel()
+    for _, c in pairs(calls) do c:cancel() end
+  end
   local function launch(i)
     local p = {}
     for k, v in pairs(list[i]) do p[k] = v end
@@ -517,7 +522,8 @@ function Client:map(list, opts)
       left = left - 1
       if user_done then user_done(res, err) end
       if opts.on_result then opts.on_result(i, res, err) end
-      if waiter.waiter then loop.wake(waiter.waiter) end
+      finished = finished + 1
+      loop.notify(waiter)
     end
     inflight = inflight + 1
     limiters[p] = limiter
@@ -548,8 +554,12 @@ function Client:map(list, opts)
       fill()
       if left == 0 then break end
       if task then
-        waiter.waiter = task
-        if inflight == 0 then loop.sleep(math.max(0, pause_until - core.now())) else coroutine.yield() end
+        if inflight == 0 then
+          loop.sleep(math.max(0, pause_until - core.now()))
+        else
+          local seen = finished
+          loop.wait(waiter, function() return finished ~= seen end)
+        end
       else
         local wait = 0.05
         if inflight == 0 then wait = math.max(0.001, math.min(1, pause_until - core.now())) end
