@@ -75,4 +75,75 @@ describe("misuse", function()
     a:close()
     each(function(x) return a:chunk(x) end)
   end)
+
+  -- The stated policy (README, "Errors"): misuse by the caller raises, with a message that
+  -- names the argument or option; a failure of the world (network, server, data) returns
+  -- nil, err with err.kind, and never raises.
+  describe("policy", function()
+    local function raises(fn, pattern)
+      local ok, err = pcall(fn)
+      assert.is_false(ok, "did not raise (wanted " .. pattern .. ")")
+      assert.truthy(tostring(err):find(pattern), ("%q does not name %s"):format(tostring(err), pattern))
+    end
+
+    it("misuse raises, naming the argument", function()
+      local m = { { role = "user", content = "x" } }
+      raises(function() llmchat.client(42) end, "'opts'")
+      raises(function() llmchat.client{ base_url = srv.url, timeout = "slow" } end, "'timeout'")
+      raises(function() llmchat.client{ base_url = srv.url, timout = 1 } end, "did you mean 'timeout'")
+      raises(function() llmchat.client{ base_url = "ftp://x" } end, "base_url")
+      raises(function() llmchat.client{ provider = "nope", api_key = "k" } end, "nope")
+      raises(function() llmchat.client{ base_url = srv.url, headers = { ["X-A"] = "a\r\nb" } } end, "X%-A")
+      raises(function() c:chat("hello") end, "'params'")
+      raises(function() c:chat{ messages = "hello" } end, "'messages'")
+      raises(function() c:chat{ messages = m, on_delta = 42 } end, "'on_delta'")
+      raises(function() c:chat{ messages = m, on_event = 42 } end, "'on_event'")
+      raises(function() c:chat{ messages = m, on_done = "x" } end, "'on_done'")
+      raises(function() c:chat{ messages = m, headers = 1 } end, "'headers'")
+      raises(function() c:chat{ messages = m, api = "nope" } end, "api 'nope'")
+      raises(function() c:chat{ messages = m, schema = 1 } end, "'schema'")
+      raises(function() c:respond(nil) end, "'params'")
+      raises(function() c:embed{} end, "'input'")
+      raises(function() c:request{ path = "no-slash" } end, "'path'")
+      raises(function() c:request{ path = "/x", method = "get me" } end, "'method'")
+      raises(function() c:stream(7) end, "'params'")
+      raises(function() c:map(7) end, "'list'")
+      raises(function() c:map({}, { concurrency = 0 }) end, "'concurrency'")
+      raises(function() c:map({}, { on_result = 1 }) end, "'on_result'")
+      raises(function() llmchat.poll("now") end, "'timeout'")
+      raises(function() llmchat.poll(0, "fast") end, "'budget'")
+      raises(function() llmchat.spawn(1) end, "'fn'")
+      raises(function() llmchat.run(1) end, "'fn'")
+      raises(function() llmchat.conversation{ client = 1 } end, "'client'")
+    end)
+
+    it("failures of the world return nil, err and never raise", function()
+      local m = { { role = "user", content = "x" } }
+      local dead = llmchat.client{ base_url = "http://127.0.0.1:9/v1", max_retries = 0 }
+      local cases = {
+        { "network", function() return dead:chat{ messages = m } end },
+        { "network", function() return dead:respond{ input = "x" } end },
+        { "network", function() return dead:embed{ input = "x" } end },
+        { "network", function() return dead:models() end },
+        { "bad_request", function() return c:chat{ messages = { { role = "user", content = "\255" } } } end },
+        { "server", function() return c:chat{ messages = m, mock = { status = 500 } } end },
+        { "protocol", function() return c:chat{ messages = m, mock = { html = true, status = 200 } } end },
+        { "protocol", function() return c:chat{ messages = m, mock = { body = "{not json" } } end },
+        { "not_found", function() return c:request{ path = "/nowhere" } end },
+        { "timeout", function() return c:chat{ messages = m, timeout = 0.2, mock = { delay = 2 } } end },
+      }
+      for _, case in ipairs(cases) do
+        local ok, res, err = pcall(case[2])
+        assert.is_true(ok, "raised: " .. tostring(res))
+        assert.is_nil(res, case[1])
+        assert.truthy(llmchat.is_error(err), case[1])
+        assert.equal(case[1], err.kind)
+        assert.is_string(tostring(err))
+      end
+      -- data that is not what it should be: nil and a message, not an error raised
+      local v, msg = llmchat.json.decode("{nope")
+      assert.is_nil(v)
+      assert.is_string(msg)
+    end)
+  end)
 end)

@@ -89,7 +89,9 @@ end
 --- llmchat.client{...}
 function M.new(opts)
   if opts == nil then opts = {} end
-  if type(opts) ~= "table" then error("llmchat.client: expected a table of options", 2) end
+  if type(opts) ~= "table" then
+    error(("llmchat.client: bad argument #1 'opts' (a table of options expected, got %s)"):format(type(opts)), 2)
+  end
   for k, v in pairs(opts) do
     local want = CLIENT_OPTS[k]
     if not want then
@@ -192,7 +194,9 @@ local event_mt = {
 M.event_mt = event_mt
 
 local function check_params(params, level)
-  if type(params) ~= "table" then error("llmchat: expected a table of request fields", level + 1) end
+  if type(params) ~= "table" then
+    error(("llmchat: bad argument #1 'params' (a table of request fields expected, got %s)"):format(type(params)), level + 1)
+  end
   if params.messages ~= nil and type(params.messages) ~= "table" then
     error("llmchat: 'messages' must be a table (an array of messages)", level + 1)
   end
@@ -488,12 +492,14 @@ end
 -- result or an error (never lost). A 429 with a retry-after slows the whole batch down.
 -- opts.api = "responses" sends every item to the Responses API (an item's own api wins).
 function Client:map(list, opts)
-  if type(list) ~= "table" then error("llmchat: map expects an array of requests", 2) end
+  if type(list) ~= "table" then
+    error(("llmchat: map: bad argument #1 'list' (an array of requests expected, got %s)"):format(type(list)), 2)
+  end
   opts = opts or {}
   local conc = opts.concurrency or 8
-  if type(conc) ~= "number" or conc < 1 then error("llmchat: concurrency must be >= 1", 2) end
+  if type(conc) ~= "number" or conc < 1 then error("llmchat: map: 'concurrency' must be a number >= 1", 2) end
   if opts.on_result ~= nil and type(opts.on_result) ~= "function" then
-    error("llmchat: on_result must be a function", 2)
+    error("llmchat: map: 'on_result' must be a function", 2)
   end
   local n = #list
   local results, left, nexti, inflight = {}, n, 1, 0
@@ -566,6 +572,12 @@ function Client:map(list, opts)
   end
   return results
 end
+
+--- The provider's Batch API (llmchat.batch, docs/batch.md): a handle on a new batch,
+-- on an existing one by id, or a page of them.
+function Client:batch(opts) return require("llmchat.batch").create(self, opts, secrets[self]) end
+function Client:batch_resume(id, opts) return require("llmchat.batch").resume(self, id, opts, secrets[self]) end
+function Client:batches(opts) return require("llmchat.batch").list(self, opts, secrets[self]) end
 
 M.Client = Client
 return M

@@ -205,7 +205,9 @@ local current_group = nil
 
 --- Starts fn(...) as a coroutine driven by llmchat.run / llmchat.poll.
 function M.spawn(fn, ...)
-  if type(fn) ~= "function" then error("llmchat.spawn: expected a function", 2) end
+  if type(fn) ~= "function" then
+    error(("llmchat.spawn: bad argument #1 'fn' (a function expected, got %s)"):format(type(fn)), 2)
+  end
   local co = coroutine.create(fn)
   local parent = tasks[coroutine.running() or false]
   local group = parent and parent.group or current_group
@@ -283,10 +285,10 @@ M.DEFAULT_BUDGET = DEFAULT_BUDGET
 -- none for a poll that may wait. false: no budget.
 function M.poll(timeout, budget)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout) then
-    error("llmchat.poll: timeout must be a number of seconds", 2)
+    error("llmchat.poll: 'timeout' must be a number of seconds", 2)
   end
   if budget ~= nil and budget ~= false and (type(budget) ~= "number" or budget ~= budget or budget < 0) then
-    error("llmchat.poll: budget must be a number of seconds (or false)", 2)
+    error("llmchat.poll: 'budget' must be a number of seconds (or false)", 2)
   end
   if in_poll or core.dispatching() then
     error("llmchat.poll: cannot poll from inside a callback that poll fired", 2)
@@ -379,7 +381,9 @@ end
 -- coroutine it spawned are done. An error in one cancels the others and is
 -- raised from run.
 function M.run(fn, ...)
-  if type(fn) ~= "function" then error("llmchat.run: expected a function", 2) end
+  if type(fn) ~= "function" then
+    error(("llmchat.run: bad argument #1 'fn' (a function expected, got %s)"):format(type(fn)), 2)
+  end
   local group = { left = 0 }
   local saved = current_group
   current_group = group
