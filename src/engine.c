@@ -91,6 +91,14 @@ static int conn_find(const engine *e, curl_socket_t fd) {
   return -1;
 }
 
+/* libcurl watches fd for a transfer now (on_socket added it) */
+static int sock_watched(const engine *e, curl_socket_t fd) {
+  const sockinfo *si;
+  for (si = e->socks; si; si = si->next)
+    if (si->fd == fd) return 1;
+  return 0;
+}
+
 static void idle_watch(engine *e, curl_socket_t fd, int on) {
 #ifdef LLMCHAT_EPOLL
   struct epoll_event ev;
@@ -137,13 +145,21 @@ static void discard_stale(engine *e) {
     curl_socket_t s;
     char sink[4096];
     int k;
-    /* a paused transfer's socket is not watched either: its bytes are its own */
+    /* a transfer took it over meanwhile (libcurl may hand a finished transfer's connection
+     * to the next one before the engine sees the first one done): its bytes are its own */
+    if (sock_watched(e, fd)) {
+      epoll_ctl(e->idle_epfd, EPOLL_CTL_DEL, fd, NULL);
+      continue;
+    }
+    /* a paused transfer's socket may not be watched either: its bytes are its own too */
     for (r = e->all; r; r = r->link.next) {
       s = CURL_SOCKET_BAD;
       if (curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK && s == fd) break;
     }
     if (r) continue;
     epoll_ctl(e->idle_epfd, EPOLL_CTL_DEL, fd, NULL);
+    /* readable because the server closed it (EOF): libcurl's own check finds it dead */
+    if (recv(fd, sink, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) continue;
     shutdown(fd, SHUT_RDWR);
     for (k = 0; k < 256 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; k++) {}
     e->stale_conns++;
@@ -359,7 +375,7 @@ static void finish(engine *e, request *r, CURLcode code) {
    * (on_socket's add takes it out of the idle set again); a paused or running transfer's
    * connection is never there */
   if (code == CURLE_OK && curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK &&
-      s != CURL_SOCKET_BAD)
+      s != CURL_SOCKET_BAD && !sock_watched(e, s))
     idle_watch(e, s, 1);
   curl_multi_remove_handle(e->multi, r->easy);
   request_done(r);
