@@ -74,6 +74,20 @@ describe("hardening", function()
       assert_no_secret(lines, SECRET, "log")
     end)
 
+    it("no handle the caller holds reaches it: call, stream iterator, batch handle, client", function()
+      local c = client()
+      local call = c:start{ messages = user("x") }
+      local it = c:stream{ messages = user("y") }
+      for _ in it do end
+      while not call.done do llmchat.poll(0.01) end
+      assert_no_secret(call, SECRET, "call")
+      assert_no_secret(it, SECRET, "iterator")
+      assert_no_secret(c, SECRET, "client")
+      local h = assert(c:batch{ requests = { { messages = user("b") } } })
+      assert_no_secret(h, SECRET, "batch handle")
+      h:cancel()
+    end)
+
     it("a saved conversation never holds it", function()
       local c = client()
       local conv = llmchat.conversation{ client = c, system = "s" }

@@ -112,14 +112,19 @@ local function check_handle_opts(o)
   end
 end
 
+-- the key of a handle's client, for scrubbing errors: never a field of the handle (the
+-- caller's object: pairs() on it must not reach the key)
+local secrets = setmetatable({}, { __mode = "k" })
+
 local function new_handle(client, secret, obj, o)
   o = o or {}
   local h = setmetatable({
     id = obj.id, client = client, on_progress = o.on_progress, interval = o.interval,
     request_opts = { headers = o.headers, max_retries = o.max_retries, timeout = o.timeout,
       connect_timeout = o.connect_timeout },
-    _secret = secret, _last_refresh = core.now(),
+    _last_refresh = core.now(),
   }, Batch)
+  secrets[h] = secret
   h.on_progress = nil  -- not for the object the handle is made from
   update(h, obj)
   h.on_progress = o.on_progress
@@ -184,7 +189,7 @@ local function start_refresh(h)
     on_done = function(res, err)
       if h._call == call then h._call = nil end
       h._last_refresh = core.now()
-      res, err = decode_answer(res, err, h._secret, "GET " .. path, true)
+      res, err = decode_answer(res, err, secrets[h], "GET " .. path, true)
       call.res, call.err = res, err
       if res then
         h.last_error = nil
@@ -253,7 +258,7 @@ function Batch:wait(opts)
       if left <= 0 then
         err = errors.new({ kind = "timeout", timeout = "wait", batch_status = self.status,
           message = ("batch %s is still %s after %g s"):format(self.id, tostring(self.status), timeout),
-          last_error = rerr }, self._secret)
+          last_error = rerr }, secrets[self])
         break
       end
       if pause > left then pause = left end
@@ -270,10 +275,10 @@ end
 function Batch:cancel()
   if self.done then
     return nil, errors.new({ kind = "bad_request", batch_status = self.status,
-      message = ("batch %s is already %s: nothing to cancel"):format(self.id, self.status) }, self._secret)
+      message = ("batch %s is already %s: nothing to cancel"):format(self.id, self.status) }, secrets[self])
   end
   local res, err = call_json(self.client, with_opts({ method = "POST",
-    path = "/batches/" .. pct(self.id) .. "/cancel", body = {} }, self.request_opts), self._secret, true)
+    path = "/batches/" .. pct(self.id) .. "/cancel", body = {} }, self.request_opts), secrets[self], true)
   if not res then return nil, err end
   update(self, res)
   return self.status
@@ -310,13 +315,13 @@ local function order_of(h)
   -- the caller's own custom_ids, or a batch not made by llmchat: the input file says
   if type(h.input_file_id) ~= "string" then
     return nil, errors.new({ kind = "protocol", message = "batch " .. h.id
-      .. ": no input_file_id, so the input order cannot be recovered" }, h._secret)
+      .. ": no input_file_id, so the input order cannot be recovered" }, secrets[h])
   end
   local path, err = download(h, h.input_file_id)
   if not path then
     return nil, errors.new({ kind = err.kind, status = err.status, cause = err,
       message = "cannot read the batch's input file " .. h.input_file_id
-        .. " to recover the input order: " .. tostring(err.message) }, h._secret)
+        .. " to recover the input order: " .. tostring(err.message) }, secrets[h])
   end
   h._order = output.file_order(path)
   os.remove(path)
@@ -332,7 +337,7 @@ local function prepare(h)
   if not h.done then
     return nil, errors.new({ kind = "not_ready", batch_status = h.status,
       message = ("batch %s is %s: its results come once it is completed, expired, cancelled or failed"):format(
-        h.id, tostring(h.status)) }, h._secret)
+        h.id, tostring(h.status)) }, secrets[h])
   end
   if h.status == "failed" and type(h.output_file_id) ~= "string" and type(h.error_file_id) ~= "string" then
     local list = type(h.errors) == "table" and h.errors.data or {}
@@ -344,7 +349,7 @@ local function prepare(h)
       if #list > 1 then msg = msg .. (" and %d more error(s)"):format(#list - 1) end
     end
     return nil, errors.new({ kind = "batch_failed", message = msg, errors = list,
-      batch_status = "failed" }, h._secret)
+      batch_status = "failed" }, secrets[h])
   end
   local order, oerr = order_of(h)
   if not order then return nil, oerr end
@@ -356,7 +361,7 @@ local function prepare(h)
     if out then os.remove(out) end
     return nil, err
   end
-  return { order = order, ep = input.ENDPOINTS[h.endpoint], secret = h._secret,
+  return { order = order, ep = input.ENDPOINTS[h.endpoint], secret = secrets[h],
     status = h.status, files = { out or nil, errf or nil } }
 end
 

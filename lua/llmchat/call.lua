@@ -19,6 +19,18 @@ Call.__index = Call
 Call.__name = "llmchat.call"
 M.Call = Call
 
+-- What a call must not show in any field (the handle is the caller's: pairs() on it must
+-- never reach the API key): the key, for scrubbing errors, and the header lines (they carry
+-- Authorization), for the debug log.
+local private = setmetatable({}, { __mode = "k" })
+
+--- The API key of a call, for errors.new's scrub (nil without one).
+function M.secret_of(call)
+  local p = private[call]
+  return p and p.secret
+end
+local secret_of = M.secret_of
+
 -- what a stream had delivered when it ended early (or nil)
 local function partial_of(call)
   local req = call.req
@@ -59,7 +71,7 @@ end
 -- off, refused, an HTTP error status); else nil, status, headers.
 local function transfer_error(call)
   local req = call.req
-  local secret = call.secret
+  local secret = secret_of(call)
   local reason, code, msg = req:outcome()
   if reason == "cancelled" then
     return errors.new({ kind = "cancelled", message = "cancelled by the caller",
@@ -118,7 +130,7 @@ local function decode_body(call, status, headers)
     message = ("response is not JSON (content-type %s): %s"):format(ct, derr or "not an object")
   end
   return nil, errors.new({ kind = "protocol", status = status, message = message,
-    body = body, headers = headers }, call.secret)
+    body = body, headers = headers }, secret_of(call))
 end
 
 -- The outcome of one attempt: res, or nil and err.
@@ -139,7 +151,7 @@ local function outcome(call)
     if not decoded then return nil, err end
     -- an error object under a 2xx status (OpenRouter does this)
     if decoded.error ~= nil and (not ep.error_under_2xx or ep.error_under_2xx(decoded)) then
-      local e = result.http_error(status, headers, req:body(), call.secret)
+      local e = result.http_error(status, headers, req:body(), secret_of(call))
       local ecode = type(decoded.error) == "table" and tonumber(decoded.error.code)
       e.kind = ecode and ecode >= 400 and ecode <= 599 and errors.kind_for_status(ecode) or "server"
       return nil, e
@@ -191,7 +203,7 @@ local function begin_attempt(call)
   if log then
     log(("%s %s (attempt %d of %d%s)"):format(call.method, call.url, call.attempt,
       call.max_retries + 1, call.stream and ", stream" or ""))
-    for _, h in ipairs(call.header_lines) do
+    for _, h in ipairs(private[call].header_lines) do
       local name, value = h:match("^([^:]+):%s*(.*)$")
       if name and value ~= "" then log("> " .. logmod.header_line(name, value)) end
     end
@@ -235,7 +247,7 @@ function Call:cancel()
     self.timer.cancelled = true
     self.timer = nil
     finish(self, nil, errors.new({ kind = "cancelled", message = "cancelled by the caller",
-      partial = self.last_err and self.last_err.partial or nil }, self.secret))
+      partial = self.last_err and self.last_err.partial or nil }, secret_of(self)))
     return
   end
   if self.req then
@@ -270,14 +282,15 @@ end
 -- next poll (or at once in a blocking wait), without touching the network.
 function M.start(client, spec, secret, log)
   local call = setmetatable({
-    client = client, done = false, attempt = 0, secret = secret, log = log,
+    client = client, done = false, attempt = 0, log = log,
     endpoint = spec.endpoint,
     max_retries = spec.max_retries or client.max_retries,
     on_done = spec.on_done, after = spec.after, batch = spec.batch,
     idle_timeout = spec.idle_timeout, max_response_size = spec.max_response_size,
     stream = spec.stream, url = spec.url, method = spec.method or "POST",
-    header_lines = spec.headers, state = spec.state, on_attempt = spec.on_attempt,
+    state = spec.state, on_attempt = spec.on_attempt,
   }, Call)
+  private[call] = { secret = secret, header_lines = spec.headers }
   loop.call_started(call)
   if spec.failure then
     call.timer = loop.after(0, function() finish(call, nil, spec.failure) end, call)

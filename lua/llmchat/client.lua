@@ -1,6 +1,7 @@
 --- llmchat.client: presets, requests, retries, blocking / streaming /
 -- non-blocking calls. Policy lives here; bytes live in the C core.
 local core = require("llmchat.core")
+local secret_of = require("llmchat.call").secret_of
 local json = require("llmchat.json")
 local errors = require("llmchat.errors")
 local providers = require("llmchat.providers")
@@ -15,8 +16,10 @@ local M = {}
 local VERSION = core.version
 local USER_AGENT = "llmchat/" .. VERSION .. " (Lua; libcurl " .. core.curl_version .. ")"
 
--- API keys are kept out of the client table (printing a client never shows one)
+-- API keys are kept out of the client table (printing a client never shows one), and so
+-- are the header lists built from them
 local secrets = setmetatable({}, { __mode = "k" })
+local header_lists = setmetatable({}, { __mode = "k" })
 
 -- Request fields that belong to llmchat and are never sent in the body.
 local OWN = endpoints.OWN
@@ -161,21 +164,23 @@ function M.new(opts)
   if opts.headers then
     for _, h in ipairs(header_list(opts.headers, "llmchat.client")) do hdrs[#hdrs + 1] = h end
   end
-  self._headers = hdrs
   local function with_accept(accept)
     local l = {}
     for i, h in ipairs(hdrs) do l[i] = h end
     l[#l + 1] = accept
     return l
   end
-  self._headers_json = with_accept("Accept: application/json")
-  self._headers_sse = with_accept("Accept: text/event-stream")
+  -- the header lists carry the key (Authorization / x-api-key): kept out of the client
+  -- table, beside the key itself
+  local lists = { json = with_accept("Accept: application/json"),
+    sse = with_accept("Accept: text/event-stream") }
+  header_lists[self] = lists
   -- multipart uploads: libcurl writes the Content-Type with the boundary
   local mp = {}
-  for _, h in ipairs(self._headers_json) do
+  for _, h in ipairs(lists.json) do
     if not h:find("^Content%-Type:") then mp[#mp + 1] = h end
   end
-  self._headers_multipart = mp
+  lists.multipart = mp
   return self
 end
 
@@ -246,7 +251,8 @@ function Client:_call(ep, params, o)
   end
   -- the client's own list with the Accept line, built once (core.request copies it);
   -- a copy only when the call adds headers of its own
-  local hdrs = o.multipart and self._headers_multipart or stream and self._headers_sse or self._headers_json
+  local lists = header_lists[self]
+  local hdrs = o.multipart and lists.multipart or stream and lists.sse or lists.json
   if params.headers then
     local own = hdrs
     hdrs = {}
@@ -255,7 +261,7 @@ function Client:_call(ep, params, o)
   end
   local after = o.after
   if not after and (params.schema ~= nil or params.response_format ~= nil or params.text ~= nil) then
-    after = function(res, call) return schema.decode(res, params, call.secret) end
+    after = function(res, call) return schema.decode(res, params, secret_of(call)) end
   end
   local spec = {
     endpoint = ep, url = url, method = method, body = text, multipart = o.multipart,

@@ -16,6 +16,7 @@
 --   error_under_2xx function(decoded) -> true when a 2xx body is an error object
 --   raw             true: the answer is returned as res.body, not decoded
 local json = require("llmchat.json")
+local secret_of = require("llmchat.call").secret_of
 local errors = require("llmchat.errors")
 local result = require("llmchat.result")
 local responses = require("llmchat.responses")
@@ -95,12 +96,12 @@ M.chat = {
       local code_ = e.code
       return nil, errors.new({ kind = "stream_error", status = status, message = tostring(e.message or ej),
         code = (type(code_) == "string" or type(code_) == "number") and code_ or nil,
-        error = e, headers = headers, partial = partial }, call.secret)
+        error = e, headers = headers, partial = partial }, secret_of(call))
     end
     if not (done_marker or finished) then
       return nil, errors.new({ kind = "protocol", status = status, headers = headers,
         message = ("stream ended before a finish_reason or [DONE] (%d events)"):format(events),
-        partial = partial }, call.secret)
+        partial = partial }, secret_of(call))
     end
     return partial
   end,
@@ -125,7 +126,7 @@ M.responses = {
     if res.status == "failed" then
       local e = type(decoded.error) == "table" and decoded.error or {}
       return nil, errors.new({ kind = "server", message = tostring(e.message or "the response failed"),
-        code = e.code, error = decoded.error, partial = res }, call.secret)
+        code = e.code, error = decoded.error, partial = res }, secret_of(call))
     end
     return res
   end,
@@ -151,34 +152,34 @@ M.embeddings = {
   result = function(decoded, call)
     local data = decoded.data
     if type(data) ~= "table" then
-      return nil, errors.new({ kind = "protocol", message = "embeddings: the answer has no data array" }, call.secret)
+      return nil, errors.new({ kind = "protocol", message = "embeddings: the answer has no data array" }, secret_of(call))
     end
     local vectors = {}
     for i, item in ipairs(data) do
       if type(item) ~= "table" then
-        return nil, errors.new({ kind = "protocol", message = "embeddings: data[" .. i .. "] is not an object" }, call.secret)
+        return nil, errors.new({ kind = "protocol", message = "embeddings: data[" .. i .. "] is not an object" }, secret_of(call))
       end
       local v = item.embedding
       if type(v) == "string" then
         local floats, ferr = core.base64_floats(v)
         if not floats then
-          return nil, errors.new({ kind = "protocol", message = "embeddings: data[" .. i .. "]: " .. ferr }, call.secret)
+          return nil, errors.new({ kind = "protocol", message = "embeddings: data[" .. i .. "]: " .. ferr }, secret_of(call))
         end
         item.embedding = floats
         v = floats
       elseif type(v) ~= "table" then
-        return nil, errors.new({ kind = "protocol", message = "embeddings: data[" .. i .. "] has no embedding" }, call.secret)
+        return nil, errors.new({ kind = "protocol", message = "embeddings: data[" .. i .. "] has no embedding" }, secret_of(call))
       end
       local idx = tonumber(item.index)
       idx = idx and idx + 1 or i
       if vectors[idx] ~= nil then
-        return nil, errors.new({ kind = "protocol", message = "embeddings: index " .. (idx - 1) .. " twice" }, call.secret)
+        return nil, errors.new({ kind = "protocol", message = "embeddings: index " .. (idx - 1) .. " twice" }, secret_of(call))
       end
       vectors[idx] = v
     end
     for i = 1, #data do
       if vectors[i] == nil then
-        return nil, errors.new({ kind = "protocol", message = "embeddings: index " .. (i - 1) .. " missing" }, call.secret)
+        return nil, errors.new({ kind = "protocol", message = "embeddings: index " .. (i - 1) .. " missing" }, secret_of(call))
       end
     end
     decoded.vectors = vectors

@@ -8,6 +8,7 @@
 -- ("completed" | "incomplete" | "failed" | ...), output (the raw items), finish_reason
 -- ("stop", "tool_calls", "length" ...), message (an assistant message for a chat history).
 local json = require("llmchat.json")
+local secret_of = require("llmchat.call").secret_of
 local errors = require("llmchat.errors")
 local messages = require("llmchat.message")
 
@@ -148,7 +149,7 @@ function Asm:feed(raw)
   if type(d) ~= "table" then
     if raw.data == "[DONE]" then return nil end
     self.err = self.err or errors.new({ kind = "protocol",
-      message = ("stream event %d (%s) is not JSON"):format(self.events, tostring(etype)) }, self.call.secret)
+      message = ("stream event %d (%s) is not JSON"):format(self.events, tostring(etype)) }, secret_of(self.call))
     return nil
   end
   if etype == "message" and type(d.type) == "string" then etype = d.type end  -- no event: line
@@ -216,7 +217,7 @@ end
 
 --- The end of the stream: the result, or nil and the error.
 function Asm:finish(status, headers)
-  local secret = self.call.secret
+  local secret = secret_of(self.call)
   if self.err then
     self.err.partial = self:partial()
     return nil, self.err
