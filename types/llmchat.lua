@@ -230,6 +230,7 @@
 ---@field batch_status? string batch errors: the batch's status
 ---@field errors? table[] batch_failed: the provider's validation errors
 ---@field cause? llmchat.Error batch downloads: the underlying error
+---@field last_error? llmchat.Error a batch wait that timed out: the last failed refresh
 
 ---The handle of a started call.
 ---@class llmchat.Call
