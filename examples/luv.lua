@@ -18,25 +18,37 @@ local client = llmchat.client{
 }
 local is_local = base_url:find("^https?://127%.0%.0%.1[:/]") or base_url:find("^https?://localhost[:/]")
 
--- the glue: ~25 lines a host needs ---------------------------------------------------
+-- the glue: ~35 lines a host needs ----------------------------------------------------
+-- Three handles: a poll handle on llmchat.fd() (readable: data arrived), a timer for
+-- llmchat.timeout() (libcurl's timeouts, retry backoff) and an idle handle for
+-- timeout() == 0 (events already queued). Never a 0 ms timer re-armed from its own
+-- callback: libuv before 1.48 (Neovim 0.7-0.9) runs such a timer again in the same
+-- loop iteration, so a fast stream starved everything else (one iteration took 833 ms).
+-- An idle handle runs at most once per iteration, between the loop's other handles.
 local polls = 0
 local watcher = uv.new_poll(llmchat.fd())
 local timer = uv.new_timer()
+local idle = uv.new_idle()
 local step
 
 local function rearm()
-  timer:stop()
   local t = llmchat.timeout()          -- seconds until llmchat wants a poll, or nil
-  -- a safety net of 0.5 s: llmchat.timeout() may not cover every internal timer
+  if t == 0 then                       -- queued events: poll again next iteration
+    timer:stop()
+    if not idle:is_active() then idle:start(function() step() end) end
+    return
+  end
+  if idle:is_active() then idle:stop() end
+  -- a safety net of 0.5 s, and never under 1 ms (a 0 ms timer is what we avoid)
   if t == nil or t > 0.5 then t = 0.5 end
-  timer:start(math.ceil(t * 1000), 0, function() step() end)
+  timer:start(math.max(1, math.ceil(t * 1000)), 0, function() step() end)
 end
 
 function step()
   polls = polls + 1
   local left = llmchat.poll(0)         -- never waits
   if left == 0 then
-    watcher:stop(); timer:stop()       -- nothing in flight: let the loop end
+    watcher:stop(); timer:stop(); idle:stop()   -- nothing in flight: let the loop end
   else
     rearm()
   end
@@ -78,7 +90,7 @@ end)
 
 local t0 = llmchat.core.now()
 uv.run("default")
-watcher:close(); timer:close(); heartbeat:close()
+watcher:close(); timer:close(); idle:close(); heartbeat:close()
 uv.run("nowait")
 print(("done in %.2f s: %d llmchat.poll(0) calls, %d heartbeats"):format(
   llmchat.core.now() - t0, polls, beats))

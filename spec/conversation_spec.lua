@@ -54,6 +54,35 @@ describe("conversation", function()
       assert.same({}, conv:messages())
     end)
 
+    it("blames the caller's own line for a misuse", function()
+      local conv = llmchat.conversation{ client = client }
+      local function raised(f)
+        local ok, e = pcall(f)
+        assert.is_false(ok)
+        return e
+      end
+      assert.matches("conversation_spec%.lua:%d+: conversation:say: expected a string",
+        raised(function() conv:say(42) end))
+      assert.matches("conversation_spec%.lua:%d+: conversation:say: content part 1 is a number",
+        raised(function() conv:say({ 1 }) end))
+      assert.matches("conversation_spec%.lua:%d+: conversation:cost: expected",
+        raised(function() conv:cost{ input = 1 } end))
+      assert.matches("conversation_spec%.lua:%d+: conversation:tool: tool name",
+        raised(function() conv:tool{ name = "bad name" } end))
+      assert.matches("conversation_spec%.lua:%d+: llmchat.conversation: tool name",
+        raised(function() llmchat.conversation{ client = client, tools = { { name = "bad name" } } } end))
+      assert.matches("conversation_spec%.lua:%d+: llmchat.conversation: 'max_tool_rounds' must be",
+        raised(function() llmchat.conversation.new{ client = client, max_tool_rounds = "x" } end))
+      assert.matches("conversation_spec%.lua:%d+: llmchat.conversation: 'client' must be",
+        raised(function() llmchat.conversation{} end))
+      assert.matches("conversation_spec%.lua:%d+: llmchat.conversation: 'api' must be",
+        raised(function() llmchat.conversation{ client = client, api = "x" } end))
+      assert.matches("conversation_spec%.lua:%d+: conversation:append: expected messages with a role",
+        raised(function() conv:append({}) end))
+      assert.matches("conversation_spec%.lua:%d+: conversation:save: expected a file path",
+        raised(function() conv:save(42) end))
+    end)
+
     it("sends conversation and per-call request fields, the per-call ones winning", function()
       local seen, on_request = recorder()
       local conv = llmchat.conversation{ client = client, model = "gpt-4o-mini", temperature = 0.5,
@@ -334,23 +363,52 @@ describe("conversation", function()
       os.execute("rm -rf '" .. dir .. "'")
     end)
 
-    it("returns nil and a message for files it cannot write or read", function()
+    it("returns nil and an error for files it cannot write or read", function()
       local conv = llmchat.conversation{ client = client }
       local ok, err = conv:save("/nonexistent-dir/x/conv.json")
       assert.is_nil(ok)
-      assert.is_string(err)
+      assert.is_true(llmchat.is_error(err))
+      assert.equal("io", err.kind)
+      assert.is_string(err.message)
+      assert.matches("cannot save", err.message)
       local c, lerr = llmchat.conversation.load("/nonexistent-dir/conv.json", client)
       assert.is_nil(c)
-      assert.matches("cannot open", lerr)
+      assert.equal("io", lerr.kind)
+      assert.matches("cannot open", lerr.message)
+      assert.matches("^llmchat: io: cannot open", tostring(lerr))
       local f = assert(io.open(path, "wb")); f:write("{ not json"); f:close()
       c, lerr = llmchat.conversation.load(path, client)
       assert.is_nil(c)
-      assert.is_string(lerr)
+      assert.equal("format", lerr.kind)
+      assert.is_string(lerr.message)
+      assert.matches("cannot load", lerr.message)
       f = assert(io.open(path, "wb")); f:write('{"version": 99, "messages": []}'); f:close()
       c, lerr = llmchat.conversation.load(path, client)
       assert.is_nil(c)
-      assert.matches("version 99", lerr)
+      assert.equal("format", lerr.kind)
+      assert.matches("version 99", lerr.message)
+      f = assert(io.open(path, "wb")); f:write('"a string"'); f:close()
+      c, lerr = llmchat.conversation.load(path, client)
+      assert.is_nil(c)
+      assert.equal("format", lerr.kind)
+      assert.matches("not a saved conversation", lerr.message)
+      c, lerr = llmchat.conversation.from_table({ version = 1 }, client)
+      assert.is_nil(c)
+      assert.equal("format", lerr.kind)
+      assert.matches("no messages array", lerr.message)
+      c, lerr = llmchat.conversation.from_table({ version = 1, messages = {}, max_tool_rounds = "x" }, client)
+      assert.is_nil(c)
+      assert.equal("format", lerr.kind)
+      assert.matches("'max_tool_rounds' is a string", lerr.message)
+      c, lerr = llmchat.conversation.from_table({ version = 1, messages = { 42 } }, client)
+      assert.is_nil(c)
+      assert.equal("format", lerr.kind)
+      c, lerr = llmchat.conversation.from_table({ version = 1, messages = {}, api = "soap" }, client)
+      assert.is_nil(c)
+      assert.equal("format", lerr.kind)
+      assert.matches("unknown api", lerr.message)
       assert.has_error(function() llmchat.conversation.load(path) end)
+      assert.has_error(function() conv:save(42) end)
     end)
 
     it("saves request fields but not callbacks or headers", function()
@@ -369,7 +427,9 @@ describe("conversation", function()
       conv:append({ role = "user", content = "bad \255 byte" })
       local ok, err = conv:save(path)
       assert.is_nil(ok)
-      assert.is_string(err)
+      assert.equal("bad_request", err.kind)
+      assert.is_string(err.message)
+      assert.matches("invalid UTF%-8", err.message)
       assert.same({}, json.decode(read(path)).messages)
     end)
   end)
@@ -399,7 +459,9 @@ describe("conversation", function()
         conv:cost{ input = 75, output = 150, cached_input = 37.5 }, 1e-12)
       local none, why = conv:cost()
       assert.is_nil(none)
-      assert.matches("no cost", why)
+      assert.is_true(llmchat.is_error(why))
+      assert.equal("bad_request", why.kind)
+      assert.matches("no cost", why.message)
       assert.has_error(function() conv:cost{ input = 1 } end)
     end)
 
@@ -422,6 +484,24 @@ describe("conversation", function()
       assert.same({ include_usage = true }, seen[1].stream_options)
       assert.equal(7, conv:usage().prompt_tokens)
       assert.equal(3, conv:usage().completion_tokens)
+    end)
+
+    it("streams with on_event alone, every event kind, and counts the call", function()
+      local seen = {}
+      local conv = llmchat.conversation{ client = client,
+        on_request = function(p) seen[#seen + 1] = { stream_options = p.stream_options } end }
+      conv:tool{ name = "t", handler = function() return "r" end }
+      local kinds = {}
+      local res = assert(conv:say("x", { mock = { chunk_size = 2, script = {
+        { tool_calls = { call("1", "t", '{"a":1}') } }, { reply = "streamed" } } },
+        on_event = function(ev) kinds[ev.kind] = (kinds[ev.kind] or 0) + 1 end }))
+      assert.equal("streamed", res.content)
+      assert.same({ include_usage = true }, seen[1].stream_options)
+      assert.truthy(kinds.tool_call and kinds.tool_call > 1)
+      assert.truthy(kinds.content and kinds.content > 1)
+      assert.equal(2, conv:usage().calls)
+      assert.truthy(conv:usage().completion_tokens > 0)
+      assert.has_error(function() conv:say("x", { on_event = 1 }) end)
     end)
   end)
 
@@ -473,6 +553,89 @@ describe("conversation", function()
       local res = assert(client:chat{ messages = { { role = "user", content = "x" } }, schema = schema,
         mock = { reply = '{"name":"A","age":1}' } })
       assert.same({ name = "A", age = 1 }, res.data)
+    end)
+  end)
+
+  describe("llmchat.schema", function()
+    local schema_mod = require("llmchat.schema")
+    local person = { type = "object", properties = { name = { type = "string" } } }
+
+    it("builds response_format and text.format from a schema, and leaves the caller's own alone", function()
+      assert.same({ type = "json_schema", json_schema = { name = "person", schema = person, strict = true } },
+        schema_mod.response_format{ schema = person, schema_name = "person" })
+      assert.equal("response", schema_mod.response_format{ schema = person }.json_schema.name)
+      assert.is_nil(schema_mod.response_format{})
+      assert.is_nil(schema_mod.response_format{ schema = person, response_format = { type = "json_object" } })
+      assert.same({ verbosity = "low", format = { type = "json_schema", name = "response", schema = person,
+        strict = true } }, schema_mod.text_format{ schema = person, text = { verbosity = "low" } })
+      assert.is_nil(schema_mod.text_format{ schema = person, text = { format = { type = "text" } } })
+      assert.is_nil(schema_mod.text_format{})
+      assert.has_error(function() schema_mod.response_format{ schema = "nope" } end,
+        "llmchat: 'schema' must be a table (a JSON schema)")
+      assert.has_error(function() schema_mod.text_format{ schema = person, schema_name = 5 } end,
+        "llmchat: 'schema_name' must be a string")
+    end)
+
+    it("decodes answers into res.data: strictly with a schema, leniently for a JSON format", function()
+      local res = assert(schema_mod.decode({ content = '{"name":"A"}' }, { schema = person }))
+      assert.same({ name = "A" }, res.data)
+      local none, err = schema_mod.decode({ content = "A", refusal = "no", status = 200 }, { schema = person })
+      assert.is_nil(none)
+      assert.equal("protocol", err.kind)
+      assert.equal("A", err.raw)
+      assert.equal("no", err.refusal)
+      assert.equal("A", err.partial.content)
+      assert.matches("not the JSON the schema asks for", err.message)
+      none, err = schema_mod.decode({ refusal = "I can't" }, { schema = person })
+      assert.is_nil(none)
+      assert.equal("protocol", err.kind)
+      res = schema_mod.decode({ content = "not json" }, { response_format = { type = "json_object" } })
+      assert.is_nil(res.data)
+      res = schema_mod.decode({ content = '[1]' }, { response_format = { type = "json_object" } })
+      assert.same({ 1 }, res.data)
+      res = schema_mod.decode({ content = '{"a":1}' }, { text = { format = { type = "json_schema" } } })
+      assert.same({ a = 1 }, res.data)
+      res = schema_mod.decode({ content = '{"a":1}' }, {})
+      assert.is_nil(res.data)
+    end)
+  end)
+
+  describe("the assistant message", function()
+    it("res.message is what a conversation stores; the choice keeps what the provider sent", function()
+      local conv = llmchat.conversation{ client = client }
+      conv:tool{ name = "t", handler = function() return "r" end }
+      local first
+      local res = assert(conv:say("go", { mock = { script = { { tool_calls = { call("", "t", "{}") } },
+        { reply = "done" } } }, on_request = function(p)
+          if not first then first = assert(client:chat{ messages = p.messages, tools = p.tools, mock = p.mock }) end
+        end }))
+      assert.equal("done", res.content)
+      -- the tool-call answer, as client:chat gives it and as the history keeps it
+      local stored = conv:messages()[2]
+      assert.equal(json.null, first.message.content)
+      assert.is_nil(first.content)
+      assert.equal("assistant", first.message.role)
+      assert.is_nil(first.message.annotations)
+      assert.same({}, first.choices[1].message.annotations)   -- the provider's own fields stay on the choice
+      -- ids are given to calls that came without one, the same in res.message and res.tool_calls
+      local id = first.message.tool_calls[1].id
+      assert.truthy(#id > 0)
+      assert.equal(id, first.tool_calls[1].id)
+      stored.tool_calls[1].id = id   -- each shaping numbers its own id-less calls
+      assert.same(stored, first.message)
+      -- a plain answer: the stored message is res.message
+      assert.same(conv:last(), res.message)
+      assert.same({ role = "assistant", content = "done" }, res.message)
+    end)
+
+    it("is the same streamed or not", function()
+      local plain = assert(client:chat{ messages = { { role = "user", content = "x" } },
+        mock = { refusal = "I can't help with that." } })
+      local streamed = assert(client:chat{ messages = { { role = "user", content = "x" } }, stream = true,
+        mock = { refusal = "I can't help with that." } })
+      assert.same({ role = "assistant", content = json.null, refusal = "I can't help with that." }, plain.message)
+      assert.same(plain.message, streamed.message)
+      assert.equal("I can't help with that.", streamed.refusal)
     end)
   end)
 
@@ -547,6 +710,238 @@ describe("conversation", function()
       local last = seen[#seen].messages
       assert.same({ "user", "assistant", "tool" }, { last[1].role, last[2].role, last[3].role })
       assert.equal("go", last[1].content)
+    end)
+  end)
+  describe("over the Responses API", function()
+    local function responses(opts)
+      opts = opts or {}
+      opts.client, opts.api = client, "responses"
+      return llmchat.conversation(opts)
+    end
+
+    local roll = { name = "roll", description = "Roll dice",
+      parameters = { type = "object", properties = { n = { type = "integer" } }, required = { "n" } } }
+
+    it("checks its api and that the client can respond", function()
+      assert.has_error(function() llmchat.conversation{ client = client, api = "completions" } end)
+      local chat_only = { chat = function() end }
+      assert.has_error(function() llmchat.conversation{ client = chat_only, api = "responses" } end,
+        "llmchat.conversation: api = \"responses\" needs a client with respond()")
+      assert.equal("chat", llmchat.conversation{ client = client }.api)
+      assert.equal("responses", responses().api)
+    end)
+
+    it("sends the system prompt as instructions and the history as input items", function()
+      local seen, on_request = recorder()
+      local conv = responses{ system = "You are terse.", temperature = 0.5, on_request = on_request }
+      local res, err = conv:say("hello there")
+      assert.is_nil(err)
+      assert.equal("hello there", res.content)
+      assert.equal("completed", res.status)
+      assert.equal("You are terse.", seen[1].instructions)
+      assert.same({ { role = "user", content = "hello there" } }, seen[1].input)
+      assert.equal(0.5, seen[1].temperature)
+      assert.is_nil(seen[1].messages)
+      assert.is_nil(seen[1].stream_options)
+      -- the history: the user's item, then the response's output items as they came
+      local m = conv:messages()
+      assert.equal(2, #m)
+      assert.same({ role = "user", content = "hello there" }, m[1])
+      assert.equal("message", m[2].type)
+      assert.equal("assistant", m[2].role)
+      assert.equal("hello there", m[2].content[1].text)
+      assert.equal(res.output[1].id, m[2].id)
+      -- the next request sends it all back
+      assert.equal("again", conv:say("again").content)
+      assert.equal(3, #seen[2].input)
+      assert.same(m[2], seen[2].input[2])
+      assert.equal(4, #conv:messages())
+    end)
+
+    it("runs tools until the model answers, with flat tools and function_call_output items", function()
+      local seen, on_request = recorder()
+      local order = {}
+      local conv = responses{ on_request = on_request }
+      conv:tool{ name = roll.name, description = roll.description, parameters = roll.parameters,
+        handler = function(args) order[#order + 1] = args.n; return { total = args.n * 3 } end }
+      conv:tool{ name = "broken", handler = function() error("disk full") end }
+      local res, err = conv:say("Roll", { mock = { script = {
+        { tool_calls = { call("c1", "roll", '{"n":2}'), call("c2", "broken", "{}"),
+          call("c3", "roll", '{"n":5}'), call("c4", "nope", "{}") } },
+        { reply = "rolled" } } } })
+      assert.is_nil(err)
+      assert.equal("rolled", res.content)
+      assert.equal(1, res.tool_rounds)
+      assert.same({ 2, 5 }, order)
+      assert.equal(2, #seen)
+      assert.same({ { type = "function", name = "roll", description = "Roll dice", parameters = roll.parameters },
+        { type = "function", name = "broken" } }, seen[1].tools)
+      -- user, 4 function_call items, 4 outputs in the order of the calls, the answer
+      local m = conv:messages()
+      assert.equal(10, #m)
+      for i, id in ipairs{ "c1", "c2", "c3", "c4" } do
+        assert.equal("function_call", m[1 + i].type)
+        assert.equal(id, m[1 + i].call_id)
+        assert.equal("function_call_output", m[5 + i].type)
+        assert.equal(id, m[5 + i].call_id)
+      end
+      assert.equal('{"n":2}', m[2].arguments)
+      assert.same({ type = "function_call_output", call_id = "c1", output = '{"total":6}' }, m[6])
+      assert.equal("error: disk full", m[7].output)
+      assert.equal('{"total":15}', m[8].output)
+      assert.equal("error: unknown tool 'nope'", m[9].output)
+      assert.equal("message", m[10].type)
+      -- the second request carried the calls and their outputs
+      assert.equal(9, #seen[2].input)
+      assert.equal("c4", seen[2].input[9].call_id)
+      -- usage adds up across rounds, from input_tokens / output_tokens
+      local u = conv:usage()
+      assert.equal(2, u.calls)
+      assert.truthy(u.prompt_tokens > 0 and u.completion_tokens > 0)
+      assert.equal(u.prompt_tokens + u.completion_tokens, u.total_tokens)
+    end)
+
+    it("sums Responses usage fields, cached and reasoning tokens included", function()
+      local conv = responses()
+      conv:tool{ name = "t", handler = function() return "r" end }
+      assert.truthy(conv:say("x", { mock = { script = {
+        { tool_calls = { call("1", "t", "{}") }, usage = { input_tokens = 1000, output_tokens = 200,
+          total_tokens = 1200, input_tokens_details = { cached_tokens = 100 },
+          output_tokens_details = { reasoning_tokens = 50 } } },
+        { reply = "y", usage = { input_tokens = 1300, output_tokens = 400, total_tokens = 1700,
+          input_tokens_details = { cached_tokens = 0 }, output_tokens_details = { reasoning_tokens = 300 } } } } } }))
+      assert.same({ prompt_tokens = 2300, completion_tokens = 600, total_tokens = 2900,
+        cached_tokens = 100, reasoning_tokens = 350, calls = 2 }, conv:usage())
+      assert.near((2300 * 2 + 600 * 8) / 1e6, conv:cost{ input = 2, output = 8 }, 1e-12)
+    end)
+
+    it("stops at max_tool_rounds and leaves the history alone", function()
+      local conv = responses{ max_tool_rounds = 1 }
+      conv:tool{ name = "loop", handler = function() return "again" end }
+      assert.truthy(conv:say("hi"))
+      local before = conv:messages()
+      local res, err = conv:say("spin", { mock = { tool_calls = { call("x", "loop", "{}") } } })
+      assert.is_nil(res)
+      assert.equal("max_tool_rounds", err.kind)
+      assert.matches("max_tool_rounds = 1", err.message)
+      assert.same(before, conv:messages())
+      assert.equal(3, conv:usage().calls)
+      assert.equal(4, #err.messages)   -- user, call, output, call
+    end)
+
+    it("rolls back a failed call", function()
+      local conv = responses()
+      assert.truthy(conv:say("one"))
+      local before = conv:messages()
+      local res, err = conv:say("two", { mock = { status = 503 } })
+      assert.is_nil(res)
+      assert.equal("server", err.kind)
+      assert.same(before, conv:messages())
+      assert.equal(1, conv:usage().calls)
+    end)
+
+    it("streams with on_delta and stores the same history as a plain call", function()
+      local plain, streamed = responses(), responses()
+      for _, c in ipairs{ plain, streamed } do
+        c:tool{ name = "roll", handler = function(a) return { total = a.n } end }
+      end
+      local mock = { chunk_size = 3, script = {
+        { tool_calls = { call("k1", "roll", '{"n":1}'), call("k2", "roll", '{"n":2}') } },
+        { reply = "rolled 1 and 2" } } }
+      assert.truthy(plain:say("roll", { mock = mock }))
+      local text = {}
+      local res, err = streamed:say("roll", { mock = mock, on_delta = function(t) text[#text + 1] = t end })
+      assert.is_nil(err)
+      assert.equal("rolled 1 and 2", table.concat(text))
+      assert.equal("rolled 1 and 2", res.content)
+      -- the same items but their ids (the server numbers each response)
+      local function without_ids(items)
+        for _, item in ipairs(items) do item.id = nil end
+        return items
+      end
+      assert.same(without_ids(plain:messages()), without_ids(streamed:messages()))
+      assert.equal(6, #streamed:messages())
+      assert.same(plain:usage(), streamed:usage())
+    end)
+
+    it("turns content parts into input parts", function()
+      local seen, on_request = recorder()
+      local conv = responses{ on_request = on_request }
+      local res = assert(conv:say({ "look at ", llmchat.content.image_url("https://example.com/a.png",
+        { detail = "low" }), "this" }))
+      assert.equal("look at this", res.content)
+      assert.same({ role = "user", content = { { type = "input_text", text = "look at " },
+        { type = "input_image", image_url = "https://example.com/a.png", detail = "low" },
+        { type = "input_text", text = "this" } } }, seen[1].input[1])
+    end)
+
+    it("asks for structured output with text.format and decodes res.data", function()
+      local seen, on_request = recorder()
+      local conv = responses{ on_request = on_request }
+      local schema = { type = "object", properties = { name = { type = "string" } }, required = { "name" } }
+      local res = assert(conv:say("who?", { schema = schema, schema_name = "person",
+        mock = { reply = '{"name":"Zoë"}' } }))
+      assert.same({ name = "Zoë" }, res.data)
+      assert.same({ format = { type = "json_schema", name = "person", schema = schema, strict = true } },
+        seen[1].text)
+      assert.is_nil(seen[1].response_format)
+      local bad, err = conv:say("who?", { schema = schema, mock = { reply = "Zoë" } })
+      assert.is_nil(bad)
+      assert.equal("protocol", err.kind)
+      assert.equal("Zoë", err.raw)
+      assert.equal(2, #conv:messages())
+    end)
+
+    it("saves and loads, empty arrays and all, and carries on", function()
+      local path = os.tmpname()
+      local conv = responses{ system = "Système ✓", model = "gpt-4o" }
+      conv:tool{ name = "t", handler = function() return "r" end }
+      assert.truthy(conv:say("héllo", { mock = { script = { { tool_calls = { call("c1", "t", "{}") } },
+        { reply = "réponse" } } } }))
+      assert.is_true(conv:save(path))
+      local text = read(path)
+      local doc = json.decode(text)
+      assert.equal("responses", doc.api)
+      assert.equal("Système ✓", doc.system)
+      assert.equal(4, #doc.messages)
+      assert.truthy(text:find('"annotations":[]', 1, true))
+      local loaded = assert(llmchat.conversation.load(path, client, { tools = { t = function() return "r" end } }))
+      assert.equal("responses", loaded.api)
+      assert.same(conv:messages(), loaded:messages())
+      assert.same(conv:usage(), loaded:usage())
+      local again = os.tmpname()
+      assert.is_true(loaded:save(again))
+      assert.same(doc, json.decode(read(again)))
+      local seen, on_request = recorder()
+      assert.equal("more", loaded:say("more", { on_request = on_request }).content)
+      assert.equal("Système ✓", seen[1].instructions)
+      assert.equal(5, #seen[1].input)   -- the 4 saved items and the new user message
+      assert.truthy(json.encode(seen[1].input):find('"annotations":[]', 1, true))
+      os.remove(path)
+      os.remove(again)
+    end)
+
+    it("trims the oldest items to the budget, never a call without its output", function()
+      local seen, on_request = recorder()
+      local conv = responses{ system = "sys", on_request = on_request }
+      local function long(n, tag) return tag .. string.rep("x", n - #tag) end
+      conv:append({ role = "user", content = long(400, "u1") },
+        { type = "function_call", call_id = "k", name = "t", arguments = "{}" },
+        { type = "function_call_output", call_id = "k", output = long(800, "out") },
+        { type = "message", role = "assistant", content = { { type = "output_text", text = "short" } } },
+        { role = "user", content = long(400, "u2") },
+        { type = "message", role = "assistant", content = { { type = "output_text", text = long(400, "a2") } } })
+      local res = assert(conv:say("now", { max_context_tokens = 300 }))
+      local sent = seen[1].input
+      assert.same({ role = "user", content = "now" }, sent[#sent])
+      for i, item in ipairs(sent) do
+        if item.type == "function_call_output" then assert.equal("function_call", sent[i - 1].type) end
+      end
+      assert.truthy(conversation.estimate_tokens(sent) + conversation.message_tokens{ role = "system",
+        content = "sys" } <= 300)
+      assert.equal(6 - (#sent - 1), res.trimmed)
+      assert.equal(8, #conv:messages())
+      assert.has_error(function() conv:append({ content = "no role, no type" }) end)
     end)
   end)
 end)

@@ -104,4 +104,19 @@ describe("stream iterator", function()
     assert.equal("inside pcall", got)
     assert.truthy(tostring(caught):find("after a yield", 1, true))
   end)
+
+  it("conv:say (chat and Responses conversations) yields inside llmchat.run", function()
+    local out = {}
+    llmchat.run(function()
+      for i = 1, 2 do
+        llmchat.spawn(function()
+          local conv = llmchat.conversation{ client = c, system = "s" }
+          out[i] = assert(conv:say("conv " .. i)).content
+          local rconv = llmchat.conversation{ client = c, api = "responses", system = "s" }
+          out[i + 2] = assert(rconv:say("resp " .. i)).content
+        end)
+      end
+    end)
+    assert.same({ "conv 1", "conv 2", "resp 1", "resp 2" }, out)
+  end)
 end)

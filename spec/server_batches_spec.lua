@@ -35,12 +35,17 @@ describe("llmchat-server files and batches", function()
   local function get(path) return assert(server.request(srv, "GET", path)) end
 
   -- poll until the batch reaches one of the statuses (generous bound for loaded machines)
+  local progress -- request_counts.completed + failed seen while in_progress, by wait_for
   local function wait_for(id, statuses, timeout)
     local seen = {}
+    progress = {}
     local deadline = socket.gettime() + (timeout or 30)
     while socket.gettime() < deadline do
       local b = get("/v1/batches/" .. id).json
       if seen[#seen] ~= b.status then seen[#seen + 1] = b.status end
+      if b.status == "in_progress" then
+        progress[#progress + 1] = b.request_counts.completed + b.request_counts.failed
+      end
       for _, s in ipairs(statuses) do if b.status == s then return b, seen end end
       socket.sleep(0.05)
     end
@@ -126,6 +131,13 @@ describe("llmchat-server files and batches", function()
     local done, seen = wait_for(b.id, { "completed" })
     assert.same({ "validating", "in_progress", "finalizing", "completed" }, seen)
     assert.same({ total = 14, completed = 12, failed = 2 }, done.request_counts)
+    -- the counts grew while in progress, never backwards
+    local between = false
+    for i, n in ipairs(progress) do
+      if i > 1 then assert.is_true(n >= progress[i - 1]) end
+      if n > 0 and n < 14 then between = true end
+    end
+    assert.is_true(between, table.concat(progress, ","))
     for _, k in ipairs{ "in_progress_at", "finalizing_at", "completed_at" } do
       assert.is_true(done[k] >= done.created_at, k)
     end
@@ -211,6 +223,22 @@ describe("llmchat-server files and batches", function()
     local done = wait_for(b.id, { "cancelled" })
     assert.equal(1, #jsonl(done.output_file_id))
     assert.same({ total = 4, completed = 1, failed = 0 }, done.request_counts)
+    -- by default, a cancelled batch keeps the lines done when it was cancelled
+    local many = {}
+    for i = 1, 40 do many[i] = line("m" .. i, "t" .. i) end
+    f = upload(many).json
+    b = create(f.id, nil, { seconds = 4 }).json
+    local counts
+    repeat
+      socket.sleep(0.05)
+      counts = get("/v1/batches/" .. b.id).json.request_counts
+    until counts.completed > 0
+    res = assert(server.request(srv, "POST", "/v1/batches/" .. b.id .. "/cancel", ""))
+    local at_cancel = res.json.request_counts.completed
+    assert.is_true(at_cancel > 0 and at_cancel < 40, tostring(at_cancel))
+    local cancelled = wait_for(b.id, { "cancelled" })
+    assert.equal(at_cancel, #jsonl(cancelled.output_file_id))
+    assert.equal(at_cancel, cancelled.request_counts.completed)
     -- a finished batch cannot be cancelled
     res = assert(server.request(srv, "POST", "/v1/batches/" .. b.id .. "/cancel", ""))
     assert.equal(409, res.status)

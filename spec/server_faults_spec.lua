@@ -222,6 +222,29 @@ describe("llmchat-server faults", function()
       assert.are_not.same(first, other)
     end)
 
+    it("hit Responses streams and embeddings too, and the server stays healthy", function()
+      local seen = {}
+      for i = 1, 30 do
+        for _, req in ipairs{
+          { "/v1/responses", { input = "abcdefghijklmnop", stream = true } },
+          { "/v1/embeddings", { input = { "a", "b" } } } } do
+          local body = req[2]
+          body.mock = { fault = "random", seed = "storm", fault_index = i, fault_stall = 0.2 }
+          local c = server.connect(srv.port)
+          server.send_request(c, "POST", req[1], cjson.encode(body), { Connection = "close" })
+          local all, _, partial = c:receive("*a")
+          c:close()
+          all = all or partial or ""
+          seen[all:match("^HTTP/1%.1 (%d+)") or (all == "" and "nothing" or "garbage")] = true
+        end
+      end
+      for _, k in ipairs{ "200", "500", "429", "nothing", "garbage" } do
+        assert.is_true(seen[k] or false, k)
+      end
+      local res = assert(server.request(srv, "POST", "/v1/responses", { input = "still here" }))
+      assert.equal("still here", res.json.output[1].content[1].text)
+    end)
+
     it("count requests per seed when no index is given, and can be restricted", function()
       local seed = "count-" .. math.floor(socket.gettime() * 1000)
       local by_index, by_counter = {}, {}

@@ -324,4 +324,44 @@ describe("conversation tools", function()
     assert.same(dice.parameters, seen[1].tools[1]["function"].parameters)
     os.remove(path)
   end)
+  it("keeps the same rules over the Responses API: vetoes, bad arguments, handlers after load", function()
+    local path = os.tmpname()
+    local asked = {}
+    local conv = llmchat.conversation{ client = client, api = "responses",
+      on_tool_call = function(c)
+        asked[#asked + 1] = c.id
+        if c.args.path == "/etc/passwd" then return false, "path not allowed" end
+        return true
+      end }
+    conv:tool{ name = "read", description = "Reads a file", parameters = { type = "object" },
+      handler = function(a) return "contents of " .. a.path end }
+    local mock = { script = { { tool_calls = { call("r1", "read", '{"path":"/tmp/a"}'),
+      call("r2", "read", '{"path":"/etc/passwd"}'), call("r3", "read", '{"path": ') } },
+      { reply = "read what I could" } } }
+    local res, err = conv:say("read", { mock = mock })
+    assert.is_nil(err)
+    assert.equal("read what I could", res.content)
+    assert.same({ "r1", "r2" }, asked)   -- bad arguments never reach the hook
+    local outputs = {}
+    for _, item in ipairs(conv:messages()) do
+      if item.type == "function_call_output" then outputs[item.call_id] = item.output end
+    end
+    assert.equal("contents of /tmp/a", outputs.r1)
+    assert.equal("error: the call was refused: path not allowed", outputs.r2)
+    assert.matches("^error: the arguments are not a valid JSON object", outputs.r3)
+
+    -- saved and loaded, the definition comes back and the handler is re-attached by name
+    assert.is_true(conv:save(path))
+    local seen, on_request = recorder()
+    local loaded = assert(llmchat.conversation.load(path, client,
+      { tools = { read = function() return "late" end } }))
+    assert.same({ "read" }, loaded:tools())
+    local again = { script = { {}, {}, { tool_calls = { call("z", "read", '{"path":"/x"}') } }, { reply = "ok" } } }
+    assert.truthy(loaded:say("again", { mock = again, on_request = on_request }))
+    assert.same({ type = "function", name = "read", description = "Reads a file",
+      parameters = { type = "object" } }, seen[1].tools[1])
+    local m = loaded:messages()
+    assert.equal("late", m[#m - 1].output)
+    os.remove(path)
+  end)
 end)

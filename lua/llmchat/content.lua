@@ -10,7 +10,13 @@
 --   { type = "image_url", image_url = { url = "https://..." | "data:image/png;base64,...",
 --                                       detail = "auto" | "low" | "high" } }
 -- Base64 encoding runs in the C core (llmchat.core.base64).
+--
+-- Failures are returned as nil and an error table (llmchat.errors): kind "io"
+-- for a file that cannot be opened or read, "bad_request" for data that
+-- cannot make a part (an empty file, an unknown image type). Misuse (a
+-- wrong argument type, an unknown detail) raises.
 local core = require("llmchat.core")
+local errors = require("llmchat.errors")
 
 local M = {}
 
@@ -73,14 +79,16 @@ function M.data_url(bytes, mime)
 end
 
 --- An image part from bytes in memory. opts.mime (else sniffed from the bytes),
--- opts.detail. Returns the part, or nil and a message when the type is unknown.
+-- opts.detail. Returns the part, or nil and an error (kind "bad_request")
+-- when the type is unknown.
 function M.image_data(bytes, opts)
   if type(bytes) ~= "string" then error("llmchat.content.image_data: expected a string of bytes", 2) end
   opts = opts or {}
   check_detail(opts.detail, "llmchat.content.image_data")
   local mime = opts.mime or M.sniff_mime(bytes)
   if not mime then
-    return nil, "unknown image type (not PNG, JPEG, GIF or WebP): pass opts.mime"
+    return nil, errors.new({ kind = "bad_request",
+      message = "unknown image type (not PNG, JPEG, GIF or WebP): pass opts.mime" })
   end
   return M.image_url(M.data_url(bytes, mime), { detail = opts.detail })
 end
@@ -88,7 +96,8 @@ end
 --- An image part from a local file, sent inline as a base64 data URL.
 -- The MIME type comes from opts.mime, else the file's signature (so a mislabelled
 -- file is still sent with its real type), else its extension.
--- Returns the part, or nil and a message (missing or unreadable file, unknown type).
+-- Returns the part, or nil and an error: kind "io" (missing or unreadable
+-- file), "bad_request" (an empty file, an unknown type).
 function M.image_file(path, opts)
   if type(path) ~= "string" or path == "" then
     error("llmchat.content.image_file: expected a file path", 2)
@@ -96,14 +105,21 @@ function M.image_file(path, opts)
   opts = opts or {}
   check_detail(opts.detail, "llmchat.content.image_file")
   local f, oerr = io.open(path, "rb")
-  if not f then return nil, "cannot open image: " .. tostring(oerr) end
+  if not f then
+    return nil, errors.new({ kind = "io", path = path, message = "cannot open image: " .. tostring(oerr) })
+  end
   local bytes, rerr = f:read("*a")
   f:close()
-  if not bytes then return nil, "cannot read image " .. path .. ": " .. tostring(rerr) end
-  if bytes == "" then return nil, "image file is empty: " .. path end
+  if not bytes then
+    return nil, errors.new({ kind = "io", path = path, message = "cannot read image " .. path .. ": " .. tostring(rerr) })
+  end
+  if bytes == "" then
+    return nil, errors.new({ kind = "bad_request", path = path, message = "image file is empty: " .. path })
+  end
   local mime = opts.mime or M.sniff_mime(bytes) or M.mime_for_path(path)
   if not mime then
-    return nil, "unknown image type for " .. path .. " (not PNG, JPEG, GIF or WebP): pass opts.mime"
+    return nil, errors.new({ kind = "bad_request", path = path,
+      message = "unknown image type for " .. path .. " (not PNG, JPEG, GIF or WebP): pass opts.mime" })
   end
   return M.image_url(M.data_url(bytes, mime), { detail = opts.detail })
 end

@@ -210,7 +210,8 @@ M.models = {
 function M.json(method, path)
   return { name = path, method = method, path = function() return path end,
     error_under_2xx = function(d) return d.object == nil and d.id == nil and d.data == nil end,
-    result = json_result, consumer = "events" }
+    -- a batch's or a file's own `status` stays; the HTTP status is res.http_status
+    result = json_result, consumer = "events", status_field = true }
 end
 
 --- An endpoint whose answer is returned undecoded (res.body): file contents.

@@ -1,6 +1,7 @@
 --- Shapes responses into the public result, and failed responses into errors.
 local json = require("llmchat.json")
 local errors = require("llmchat.errors")
+local messages = require("llmchat.message")
 
 local M = {}
 
@@ -11,9 +12,9 @@ local function first_reasoning(msg)
   return r
 end
 
--- The assistant message as the API wants it back in a history: reasoning is
--- kept on the result, not in the message (providers reject it as input).
-local function history_message(msg)
+-- A choice's message without its reasoning text: that is kept on the choice
+-- (choice.reasoning, res.reasoning), not in the message.
+local function without_reasoning(msg)
   local m = {}
   for k, v in pairs(msg) do
     if k ~= "reasoning_content" and k ~= "reasoning" then m[k] = v end
@@ -22,17 +23,21 @@ local function history_message(msg)
   return m
 end
 
---- Fills the top-level convenience fields from choice 1.
+--- Fills the top-level convenience fields from choice 1. res.message is the
+-- assistant message as a history takes it back (llmchat.message.assistant,
+-- the same shaping a conversation stores); res.choices[i].message keeps
+-- everything the provider sent (annotations, audio data, extensions).
 local function finish_result(res)
   local c1 = res.choices and res.choices[1]
   if c1 then
-    res.message = c1.message
-    res.content = c1.message and c1.message.content
+    local msg = c1.message
+    res.message = msg and messages.assistant(msg)
+    res.content = msg and msg.content
     if type(res.content) ~= "string" and type(res.content) ~= "table" then res.content = nil end
     res.reasoning = c1.reasoning
-    res.refusal = c1.message and c1.message.refusal
+    res.refusal = msg and msg.refusal
     res.finish_reason = c1.finish_reason
-    res.tool_calls = c1.message and c1.message.tool_calls
+    res.tool_calls = res.message and res.message.tool_calls
   end
   return res
 end
@@ -49,7 +54,7 @@ function M.from_completion(body)
         if type(msg) ~= "table" then msg = {} end
         local reasoning = first_reasoning(msg)
         if msg.reasoning_content ~= nil or msg.reasoning ~= nil then
-          msg = history_message(msg)
+          msg = without_reasoning(msg)
         elseif msg.role == nil then
           msg.role = "assistant"
         end

@@ -223,35 +223,48 @@ local function forced_failure(mock, line, n)
   if every and every >= 1 and n % floor(every) == 0 then return status_of(mock.fail_status) or 500 end
 end
 
+local RECORD_NAMES = { "id", "custom_id", "response", "status_code", "request_id", "body", "error" }
+
+-- The outcome of line n ({status, text}), computed once: the model is deterministic, so
+-- running a line early (for the progress counts) gives what the output file will hold.
+local function outcome(srv, b, n)
+  b.outcomes = b.outcomes or {}
+  local done = b.outcomes[n]
+  if done then return done end
+  local line = b.lines[n]
+  local forced = forced_failure(b.mock, line, n)
+  local status, body, rank
+  if forced then
+    status, body = forced, { error = scenario.status_error(forced) }
+  else
+    status, body, rank = run_line(srv, b.object.endpoint, line, n)
+  end
+  local record = { id = sformat("batch_req_%s_%d", b.object.id:sub(7), n),
+    custom_id = line.custom_id, response = { status_code = status,
+      request_id = sformat("req_%s_%d", b.object.id, n), body = body }, error = NULL }
+  done = { status = status, text = json.encode(record, json.rank(RECORD_NAMES, rank or json.CHAT_RANK)) }
+  b.outcomes[n] = done
+  return done
+end
+
+-- request_counts after the first `count` lines.
+local function count_lines(srv, b, count)
+  local completed, failed = 0, 0
+  for n = 1, count do
+    if outcome(srv, b, n).status < 400 then completed = completed + 1 else failed = failed + 1 end
+  end
+  b.object.request_counts = { total = #b.lines, completed = completed, failed = failed }
+end
+
 -- Run the first `count` lines and write the output and error files.
 local function run_batch(srv, b, count)
   local store = srv.store
   local out, errs = {}, {}
-  local completed, failed = 0, 0
-  local record_names = { "id", "custom_id", "response", "status_code", "request_id", "body",
-    "error" }
   for n = 1, count do
-    local line = b.lines[n]
-    local req_id = sformat("req_%s_%d", b.object.id, n)
-    local forced = forced_failure(b.mock, line, n)
-    local status, body, rank
-    if forced then
-      status, body = forced, { error = scenario.status_error(forced) }
-    else
-      status, body, rank = run_line(srv, b.object.endpoint, line, n)
-    end
-    local record = { id = sformat("batch_req_%s_%d", b.object.id:sub(7), n),
-      custom_id = line.custom_id, response = { status_code = status, request_id = req_id,
-        body = body }, error = NULL }
-    local text = json.encode(record, json.rank(record_names, rank or json.CHAT_RANK))
-    if status < 400 then
-      completed = completed + 1
-      out[#out + 1] = { n = n, text = text }
-    else
-      failed = failed + 1
-      if b.mock.failed_to_output == true then out[#out + 1] = { n = n, text = text }
-      else errs[#errs + 1] = { n = n, text = text } end
-    end
+    local o = outcome(srv, b, n)
+    local item = { n = n, text = o.text }
+    if o.status < 400 or b.mock.failed_to_output == true then out[#out + 1] = item
+    else errs[#errs + 1] = item end
   end
   local function write(list, suffix)
     if #list == 0 then return NULL end
@@ -262,16 +275,22 @@ local function run_batch(srv, b, count)
   end
   b.object.output_file_id = write(out, "_output.jsonl")
   b.object.error_file_id = write(errs, "_error.jsonl")
-  b.object.request_counts = { total = #b.lines, completed = completed, failed = failed }
+  count_lines(srv, b, count)
+  b.outcomes = nil
 end
 
 local function stamp(b, at) return b.created_at + floor(at - b.t0) end
 
-local function partial_count(b, cut_at)
+-- How many lines an expired batch (or, cancelled = true, a cancelled one) processed.
+local function partial_count(b, cancelled)
   local p = num(b.mock.partial)
   if p then return math.max(0, math.min(#b.lines, floor(p))) end
-  if cut_at and cut_at < b.t0 + b.seconds * 0.2 then return 0 end
+  if cancelled then return b.done_lines or 0 end
   return floor(#b.lines / 2)
+end
+
+local function expiring(b)
+  return b.mock.expire ~= nil and b.mock.expire ~= false and b.mock.expire ~= NULL
 end
 
 -- Bring a batch's status up to the clock.
@@ -281,7 +300,7 @@ local function refresh(srv, b)
   local t_ip, t_fin, t_done = b.t0 + T * 0.2, b.t0 + T * 0.6, b.t0 + T
   if b.cancel_at then
     if now >= b.cancel_at + T * 0.2 then
-      run_batch(srv, b, partial_count(b, b.cancel_at))
+      run_batch(srv, b, partial_count(b, true))
       o.status, o.cancelled_at = "cancelled", stamp(b, now)
       b.final = true
     end
@@ -295,15 +314,20 @@ local function refresh(srv, b)
       return
     end
     o.status, o.in_progress_at = "in_progress", stamp(b, t_ip)
+    -- lines finish steadily while in progress (all of them by finalizing)
+    local share = t_fin > t_ip and (now - t_ip) / (t_fin - t_ip) or 1
+    local limit = expiring(b) and partial_count(b) or #b.lines
+    b.done_lines = math.min(limit, floor(#b.lines * math.min(1, share)))
+    count_lines(srv, b, b.done_lines)
   end
-  if b.mock.expire ~= nil and b.mock.expire ~= false and now >= t_done then
+  if expiring(b) and now >= t_done then
     run_batch(srv, b, partial_count(b))
     o.status, o.expired_at = "expired", stamp(b, t_done)
     b.final = true
     return
   end
-  if now >= t_fin and not b.mock.expire then o.status, o.finalizing_at = "finalizing", stamp(b, t_fin) end
-  if now >= t_done and not b.mock.expire then
+  if now >= t_fin and not expiring(b) then o.status, o.finalizing_at = "finalizing", stamp(b, t_fin) end
+  if now >= t_done and not expiring(b) then
     run_batch(srv, b, #b.lines)
     o.status, o.completed_at = "completed", stamp(b, t_done)
     b.final = true
