@@ -157,7 +157,8 @@ local function error_names()
       end
       pos = b + 1
     end
-    for _, v in ipairs({ "err", "e" }) do
+    -- (`e.` is not read: in some modules `e` is an event or an item, not an error)
+    for _, v in ipairs({ "err" }) do
       for line in s:gmatch("[^\n]+") do
         local lhs = line:match("^%s*(" .. v .. "%.[%w_.,%s]+)=[^=]")
         if lhs then

@@ -36,14 +36,14 @@ function content.image(url, opts) end
 ---@param bytes string
 ---@param opts? llmchat.content.ImageOptions
 ---@return llmchat.content.Part? part
----@return llmchat.Error|string|nil err
+---@return llmchat.Error? err
 function content.image_data(bytes, opts) end
 
 ---An image part from a file, inline as a data URL; nil, err for a missing or unknown file.
 ---@param path string
 ---@param opts? llmchat.content.ImageOptions
 ---@return llmchat.content.Part? part
----@return llmchat.Error|string|nil err
+---@return llmchat.Error? err
 function content.image_file(path, opts) end
 
 ---"data:<mime>;base64,<...>".

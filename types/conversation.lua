@@ -116,7 +116,7 @@ function Conversation:usage() end
 ---Dollars, from prices per million tokens (or the provider-reported cost).
 ---@param prices? { input: number, output: number, cached_input: number? }
 ---@return number? dollars
----@return llmchat.Error|string|nil err
+---@return llmchat.Error? err
 function Conversation:cost(prices) end
 
 ---The saved form.
@@ -126,7 +126,7 @@ function Conversation:to_table() end
 ---Writes the conversation as JSON.
 ---@param path string
 ---@return boolean? ok
----@return llmchat.Error|string|nil err
+---@return llmchat.Error? err
 function Conversation:save(path) end
 
 ---@class llmchat.conversation
@@ -147,7 +147,7 @@ function conversation.new(opts) end
 ---@param client llmchat.Client
 ---@param opts? table
 ---@return llmchat.Conversation? conv
----@return llmchat.Error|string|nil err
+---@return llmchat.Error? err
 function conversation.load(path, client, opts) end
 
 ---The same from conv:to_table()'s table.
@@ -155,7 +155,7 @@ function conversation.load(path, client, opts) end
 ---@param client llmchat.Client
 ---@param opts? table
 ---@return llmchat.Conversation? conv
----@return llmchat.Error|string|nil err
+---@return llmchat.Error? err
 function conversation.from_table(data, client, opts) end
 
 ---A rough prompt-token estimate.

@@ -229,6 +229,7 @@
 ---@field index? integer batch results: the request's input position
 ---@field batch_status? string batch errors: the batch's status
 ---@field errors? table[] batch_failed: the provider's validation errors
+---@field path? string io / format / bad_request errors of files: the path
 ---@field cause? llmchat.Error batch downloads: the underlying error
 ---@field last_error? llmchat.Error a batch wait that timed out: the last failed refresh
 

@@ -11,7 +11,7 @@
 --   * `http://127.0.0.1:8080` (the server's default port in the docs) is the live server;
 --   * llmchat.client{} points every provider preset at the live server, with a fake key
 --     when none is given (`base_url` to elsewhere than 127.0.0.1/localhost is replaced too);
---   * LLMCHAT_BASE_URL is the live server's /v1 URL;
+--   * LLMCHAT_BASE_URL is the live server's /v1 URL; `llmchat` is defined (required);
 --   * the working directory is a fresh temporary directory (files the docs write land there).
 local M = {}
 
@@ -93,7 +93,7 @@ function M.main(md, base, report)
     return real_client(o)
   end
 
-  local env = setmetatable({}, { __index = _G })
+  local env = setmetatable({ llmchat = llmchat }, { __index = _G })
   env._G = env
   for i, b in ipairs(M.blocks(text)) do
     local name = ("=%s:%d"):format(md:match("[^/]*$"), b.line)
