@@ -5,6 +5,8 @@
 --   -- docs: no-run (reason)   not run (a real provider key, a host such as LOVE); still
 --                              compiled, counted and listed by the spec
 --   -- docs: raises            must raise an error (it shows misuse)
+--   -- docs: sketch (what)     not Lua (the shape of a table, with placeholders): neither
+--                              compiled nor run; counted and listed with the no-run blocks
 -- The blocks of one file run in order in one environment, as a reader reads them: a
 -- top-level `local x = ...` (at column 0) becomes a variable of the file, so a later block
 -- can use the client an earlier one made. In the child:
@@ -99,7 +101,12 @@ function M.main(md, base, report)
     local name = ("=%s:%d"):format(md:match("[^/]*$"), b.line)
     local code = M.transform(b.code, base)
     local fn, lerr = load_in(code, name, env)
-    if b.marker == "no-run" then
+    local known = { ["no-run"] = true, sketch = true, raises = true }
+    if b.marker and not known[b.marker] then
+      out:write(i, " fail unknown marker '", b.marker, "' (no-run, sketch or raises)\n")
+    elseif b.marker == "sketch" then
+      out:write(i, " norun ", oneline(b.reason or ""), "\n")
+    elseif b.marker == "no-run" then
       out:write(i, fn and " norun " or " fail ", oneline(fn and (b.reason or "") or lerr), "\n")
     elseif not fn then
       out:write(i, " fail ", oneline(lerr), "\n")
