@@ -340,6 +340,13 @@ describe("public names are documented and annotated", function()
       return type(v) == "function" and not k:find("^__")
     end), "conversation", { "conv:%s" }, "llmchat.Conversation")
     assert_all(sorted_keys(llmchat.conversation.OWN), "conversation", { "`%s`" }, "llmchat.ConversationOptions")
+    -- a conversation's fields, every option given
+    local full = llmchat.conversation{ client = client, model = "m", system = "s", system_role = "developer",
+      max_tool_rounds = 3, max_context_tokens = 1000, on_tool_call = function() return true end,
+      on_tool_result = function() end, on_request = function() end, stream_usage = false,
+      temperature = 0.5 }
+    assert_all(sorted_keys(full), "conversation",
+      { "conv.%s" }, "llmchat.Conversation")
   end)
 
   it("llmchat.schema and llmchat.message where the split conversation has them", function()

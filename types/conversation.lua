@@ -46,6 +46,7 @@
 
 ---@class llmchat.Conversation
 ---@field client llmchat.Client
+---@field api llmchat.Api
 ---@field model? string
 ---@field system? string
 ---@field system_role string
