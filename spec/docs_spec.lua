@@ -132,6 +132,25 @@ describe("docs code blocks", function()
     assert.is_truthy(first.code:find('require("llmchat")', 1, true))
   end)
 
+  it("every relative link of the docs points to a file that exists", function()
+    local broken, checked = {}, 0
+    for _, file in ipairs(files) do
+      local text = read(root .. "/" .. file)
+      local dir = file:match("^(.*)/[^/]*$") or "."
+      for target in text:gmatch("%]%(([^)%s]+)%)") do
+        if not target:find("^%a[%w+.-]*:") and not target:find("^#") then
+          local path = target:gsub("#.*$", "")
+          local full = root .. "/" .. dir .. "/" .. path
+          checked = checked + 1
+          local f = io.open(full, "rb")
+          if f then f:close() else broken[#broken + 1] = file .. ": " .. target end
+        end
+      end
+    end
+    assert.are.same({}, broken)
+    assert.is_true(checked > 30, checked .. " links checked")
+  end)
+
   it("the block extractor sees markers and fences", function()
     local bs = docs.blocks("a\n```lua\n-- docs: no-run needs a key\nx()\n```\n```sh\nno\n```\n```lua\ny = 1\n```\n")
     assert.are.equal(2, #bs)

@@ -128,7 +128,7 @@
 ---@class llmchat.ToolCall
 ---@field id string
 ---@field type "function"
----@field function { name: string, arguments: string }
+---@field ["function"] { name: string, arguments: string }
 ---@field name? string the Responses API: the function name
 ---@field arguments? string the Responses API: the arguments JSON
 ---@field item_id? string the Responses API: the output item's id
