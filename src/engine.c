@@ -77,10 +77,12 @@ void engine_end_dispatch(engine *e) {
  * the next request sent on that connection: request 2 would read the forged answer,
  * request 3 answer 2, and so on. libcurl notices excess bytes that arrive with the
  * response, not bytes that arrive while the connection sits idle in its cache. So every
- * connection libcurl opens is known here (open/close socket callbacks); while libcurl does
- * not watch it (no transfer on it) it sits in a second epoll set, and before a transfer
- * starts the idle ones that became readable are discarded: shut down and drained, which
- * libcurl's liveness check then sees as a closed connection. */
+ * connection libcurl opens is known here (open/close socket callbacks). Once a transfer on
+ * it has finished, it sits in a second epoll set until libcurl watches it again for the
+ * next transfer (a paused transfer's connection is never there: libcurl may stop watching
+ * it, but it is not idle). Before a transfer starts, the idle ones that became readable are
+ * discarded: shut down and drained, which libcurl's liveness check then sees as a closed
+ * connection. */
 
 static int conn_find(const engine *e, curl_socket_t fd) {
   int i;
@@ -179,7 +181,6 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
       e->nsocks--;
       free(si);
       curl_multi_assign(e->multi, s, NULL);
-      idle_watch(e, s, 1);
     }
     return 0;
   }
@@ -353,6 +354,13 @@ int engine_add(engine *e, request *r) {
 }
 
 static void finish(engine *e, request *r, CURLcode code) {
+  curl_socket_t s = CURL_SOCKET_BAD;
+  /* its connection (when libcurl keeps it) sits idle from now until a transfer reuses it
+   * (on_socket's add takes it out of the idle set again); a paused or running transfer's
+   * connection is never there */
+  if (code == CURLE_OK && curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK &&
+      s != CURL_SOCKET_BAD)
+    idle_watch(e, s, 1);
   curl_multi_remove_handle(e->multi, r->easy);
   request_done(r);
   r->code = code;
