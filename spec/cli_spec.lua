@@ -69,7 +69,7 @@ describe("llmchat command line", function()
     end
     local argv = {}
     for i, a in ipairs(args) do argv[i] = q(a) end
-    return "cd " .. q(root) .. " && env -u LLMCHAT_PROVIDER -u LLMCHAT_MODEL -u LLMCHAT_API_KEY"
+    return "cd " .. q(root) .. " && exec env -u LLMCHAT_PROVIDER -u LLMCHAT_MODEL -u LLMCHAT_API_KEY"
       .. " -u OPENAI_API_KEY -u NO_COLOR -u LLMCHAT_LOG " .. table.concat(vars, " ") .. " "
       .. server.child_lua .. " bin/llmchat " .. table.concat(argv, " ")
   end
@@ -100,15 +100,20 @@ describe("llmchat command line", function()
     return json.decode(res._request.body), res
   end
 
+  -- sessions still open after a test (it failed half-way): ended by after_each
+  local sessions = {}
+
   --- A session on a pseudo-terminal: s.send(bytes), s.expect(text[, seconds]),
   -- s.output(), s.wait([seconds]) -> exit code.
   local function pty(args, env)
     local base = fresh("pty")
-    local fifo, ts, rc = base .. ".fifo", base .. ".ts", base .. ".rc"
+    local fifo, ts, rc, pidf = base .. ".fifo", base .. ".ts", base .. ".rc", base .. ".pid"
     assert(os.execute("mkfifo " .. q(fifo)))
     env = env or {}
     env.TERM = env.TERM or "xterm"
-    local sh = "script -q -f -e -c " .. q(command(args, env)) .. " " .. q(ts) .. " <" .. q(fifo)
+    -- llmchat's pid (the shell execs it), so a session a failed test left can be ended
+    local inner = "echo $$ > " .. q(pidf) .. "; " .. command(args, env)
+    local sh = "script -q -f -e -c " .. q(inner) .. " " .. q(ts) .. " <" .. q(fifo)
       .. " >/dev/null 2>&1; echo $? > " .. q(rc .. ".tmp") .. "; mv " .. q(rc .. ".tmp") .. " " .. q(rc)
     os.execute("sh -c " .. q(sh) .. " >/dev/null 2>&1 &")
     local w = assert(io.open(fifo, "wb"))  -- returns once script's shell has opened it
@@ -147,8 +152,19 @@ describe("llmchat command line", function()
       end
       return tonumber(read_file(rc))
     end
+    function s.stop()
+      if w then w:close(); w = nil end
+      local pid = tonumber(read_file(pidf) or "")
+      if pid and not exists(rc) then os.execute("kill " .. pid .. " 2>/dev/null") end
+    end
+    sessions[#sessions + 1] = s
     return s
   end
+
+  after_each(function()
+    for _, s in ipairs(sessions) do s.stop() end
+    sessions = {}
+  end)
 
   describe("through pipes", function()
     it("streams the answer to the question", function()
@@ -349,6 +365,16 @@ describe("llmchat command line", function()
       end
     end)
 
+    it("says how to give a model when the server wants one", function()
+      local m = mock{ status = 400, error = { message = "you must provide a model parameter",
+        type = "invalid_request_error" }, headers = { ["x-should-retry"] = "false" } }
+      local r = run({ "-H", m, "q" })
+      assert.are.equal(7, r.code)
+      assert.matches("model parameter[^\n]*%(give %-m MODEL or set LLMCHAT_MODEL%)\n$", r.err)
+      r = run({ "-m", "x", "-H", m, "q" })
+      assert.is_nil(r.err:find("give -m", 1, true))
+    end)
+
     it("needs a server: --base-url, -p or LLMCHAT_BASE_URL", function()
       local r = run({ "q" }, { env = { LLMCHAT_BASE_URL = "" } })
       assert.are.equal(2, r.code)
@@ -525,6 +551,32 @@ describe("llmchat command line", function()
       assert.are.equal("y", res[2].custom_id)
       assert.are.equal("prompt z", res[3].result.content)
       assert.matches("1 failed", r.err)
+    end)
+
+    it("run: an expired batch keeps what ran; the rest are error lines (exit 14)", function()
+      if not ready() then pending("no client:batch or no batch endpoints in the bundled server"); return end
+      local out = fresh("batch-out") .. ".jsonl"
+      local r = run({ "batch", "run", input{ "k1", "k2", "k3", "k4" }, "-o", out, "--interval", "0.2",
+        "--metadata", 'mock={"expire":true,"partial":2}' }, { env = benv() })
+      assert.are.equal(14, r.code, r.err)
+      assert.matches("expired", r.err)
+      local res = results(out)
+      assert.are.equal(4, #res)
+      assert.are.equal("prompt k1", res[1].result.content)
+      assert.are.equal("prompt k2", res[2].result.content)
+      assert.are.equal("expired", res[3].error.kind)
+      assert.are.equal("expired", res[4].error.kind)
+      assert.are.equal("k4", res[4].custom_id)
+    end)
+
+    it("run: a batch that fails validation is exit 15 with the provider's reason", function()
+      if not ready() then pending("no client:batch or no batch endpoints in the bundled server"); return end
+      local out = fresh("batch-out") .. ".jsonl"
+      local r = run({ "batch", "run", input{ "v1" }, "-o", out, "--interval", "0.2",
+        "--metadata", 'mock={"validation":"the model does not exist"}' }, { env = benv() })
+      assert.are.equal(15, r.code, r.err)
+      assert.matches("llmchat: batch_failed[^\n]*the model does not exist[^\n]*\n$", r.err)
+      assert.is_nil(read_file(out))
     end)
 
     it("status / results / cancel a batch that is still running", function()

@@ -364,4 +364,25 @@ describe("conversation tools", function()
     assert.equal("late", m[#m - 1].output)
     os.remove(path)
   end)
+  it("lets a handler call the model inside llmchat.run, while other coroutines go on", function()
+    local conv = llmchat.conversation{ client = client }
+    conv:tool{ name = "ask", handler = function(args)
+      local res, err = client:chat{ messages = { { role = "user", content = args.q } },
+        mock = { chunk_delay = 0.01 }, stream = true }
+      return res and res.content or tostring(err)
+    end }
+    local ticks, got = 0, nil
+    llmchat.run(function()
+      llmchat.spawn(function()
+        got = conv:say("x", { mock = { script = { { tool_calls = { call("1", "ask", '{"q":"inner answer"}') } },
+          { reply = "outer" } } } })
+      end)
+      llmchat.spawn(function()
+        for _ = 1, 5 do ticks = ticks + 1; llmchat.sleep(0.005) end
+      end)
+    end)
+    assert.equal("outer", got.content)
+    assert.equal("inner answer", conv:messages()[3].content)
+    assert.equal(5, ticks)
+  end)
 end)

@@ -9,7 +9,7 @@ M.EXIT = {
   ok = 0, failure = 1, usage = 2,
   auth = 3, permission = 4, not_found = 5, insufficient_credits = 6, bad_request = 7,
   rate_limit = 8, server = 9, timeout = 10, network = 11, protocol = 12, stream_error = 13,
-  batch_incomplete = 14,
+  batch_incomplete = 14, batch_failed = 15,
   cancelled = 130, interrupted = 130,
 }
 local EXIT = M.EXIT
@@ -73,7 +73,8 @@ exit codes:
    4 permission (HTTP 403)      12 protocol (not what the API promises)
    5 not_found (HTTP 404)       13 stream_error
    6 insufficient_credits       14 batch finished with failed or missing lines
-   7 bad_request (HTTP 4xx)    130 interrupted (Ctrl-C)
+   7 bad_request (HTTP 4xx)     15 batch failed (validation: nothing ran)
+                               130 interrupted (Ctrl-C)
 ]]
 
 ---------------------------------------------------------------------------
@@ -250,7 +251,8 @@ function M.client(opts)
   local base_url = opts.base_url or os.getenv("LLMCHAT_BASE_URL")
   if base_url == "" then base_url = nil end
   if not provider and not base_url then
-    return nil, "no server to talk to: give -p PROVIDER or --base-url URL (or set LLMCHAT_BASE_URL)", EXIT.usage
+    return nil, "no server to talk to: give -p PROVIDER (openai, openrouter ...: the key from $OPENAI_API_KEY ...)"
+      .. " or --base-url URL, or set LLMCHAT_PROVIDER / LLMCHAT_BASE_URL", EXIT.usage
   end
   local model = opts.model or os.getenv("LLMCHAT_MODEL")
   if model == "" then model = nil end
@@ -469,9 +471,15 @@ local function note_incomplete(res)
   end
 end
 
-local function report_error(err, printer)
+local function report_error(err, printer, client)
   if printer then printer.finish() end
-  if llmchat.is_error(err) then warn(tostring(err)) else warn(err) end
+  local line = tostring(err)
+  -- a 400 with no model anywhere is most often that: say how to give one
+  if type(err) == "table" and err.kind == "bad_request" and client and not client.model
+      and line:lower():find("model", 1, true) then
+    line = line .. " (give -m MODEL or set LLMCHAT_MODEL)"
+  end
+  warn(line)
   return M.exit_code(err)
 end
 
@@ -503,7 +511,7 @@ local function chat_once(client, opts, question)
     if keep_partial(conv, input, printer.text()) and not opts.no_save then save_last(conv) end
     return EXIT.interrupted
   end
-  if not res then return report_error(err, printer) end
+  if not res then return report_error(err, printer, not opts.model and not conv.model and client) end
   if opts.json then
     io.stdout:write(assert(M.to_json(res)), "\n")
   elseif not stream then
@@ -538,7 +546,7 @@ local function respond_once(client, opts, question)
   if stream then stream_into(params, printer) end
   local res, err, interrupted = M.run_guarded(function() return client:respond(params) end)
   if interrupted then printer.finish(); warn("interrupted"); return EXIT.interrupted end
-  if not res then return report_error(err, printer) end
+  if not res then return report_error(err, printer, not opts.model and client) end
   if opts.json then io.stdout:write(assert(M.to_json(res)), "\n")
   elseif not printer.wrote then printer.result(res) end
   printer.finish()

@@ -36,7 +36,6 @@ local M = {}
 
 local deep_copy = message.deep_copy
 
-
 M.FORMAT_VERSION = persist.FORMAT_VERSION
 M.DEFAULT_MAX_TOOL_ROUNDS = 10
 

@@ -96,7 +96,12 @@ local function write_results(handle, path)
     f:write(assert(M.cli.to_json(line)), "\n")
   end
   if type(handle.each) == "function" then
-    for i, r in handle:each() do put(i, r) end
+    local it, err = handle:each()
+    if not it then
+      if tmp then f:close(); os.remove(tmp) end
+      return nil, err
+    end
+    for i, r in it do put(i, r) end
   else
     local results, err = handle:results()
     if not results then
@@ -216,7 +221,11 @@ local function resume(client, id)
 end
 
 local function refresh(handle)
-  local st, err, interrupted = M.cli.run_guarded(function() return handle:poll() end)
+  local st, err, interrupted = M.cli.run_guarded(function()
+    -- refresh() asks now; poll() (non-blocking) only starts a request
+    if type(handle.refresh) == "function" then return handle:refresh() end
+    return handle:poll()
+  end)
   if interrupted then return nil, "interrupted", true end
   if st == nil and err ~= nil then return nil, err end
   return st or status_of(handle)
@@ -243,7 +252,13 @@ function M.main(cli, client, opts, words)
     if interrupted then return cli.EXIT.interrupted end
     if not list then return fail(err) end
     local items = type(list.data) == "table" and list.data or list
-    if opts.json then io.stdout:write(assert(cli.to_json(items)), "\n"); return cli.EXIT.ok end
+    if opts.json then
+      -- the provider's batch objects, not the handles (a handle holds its client)
+      local objects = {}
+      for i, b in ipairs(items) do objects[i] = type(b.object) == "table" and b.object or b end
+      io.stdout:write(assert(cli.to_json(objects)), "\n")
+      return cli.EXIT.ok
+    end
     for _, b in ipairs(items) do
       local total, completed, failed = counts_of(b.request_counts)
       io.stdout:write(("%s %s %d/%d%s\n"):format(tostring(b.id), tostring(b.status), completed + failed, total,

@@ -8,6 +8,7 @@
 -- for the turn to raise once it is abandoned.
 local json = require("llmchat.json")
 local message = require("llmchat.message")
+local loop = require("llmchat.loop")
 
 local M = {}
 
@@ -169,7 +170,8 @@ end
 --- Runs one tool call of the model: tc = { id =, ["function"] = { name =, arguments = } }.
 -- hooks: on_tool_call (approve / veto), on_tool_result (see the text);
 -- conversation: passed to the handler in `call`. Returns the result text,
--- or nil and the error a hook raised.
+-- or nil and the error a hook raised. Handlers and hooks run under
+-- loop.pcall: inside llmchat.run they may yield (call the client) on every Lua.
 function M.run(registry, tc, hooks, conversation)
   local fn = type(tc["function"]) == "table" and tc["function"] or {}
   local name, raw = fn.name, fn.arguments
@@ -192,7 +194,7 @@ function M.run(registry, tc, hooks, conversation)
   else
     local approved, reason = true, nil
     if hooks.on_tool_call then
-      local ok, a, r = pcall(hooks.on_tool_call, call)
+      local ok, a, r = loop.pcall(hooks.on_tool_call, call)
       if not ok then return nil, a end   -- the caller's bug: say() raises it
       approved, reason = a, r
     end
@@ -201,12 +203,12 @@ function M.run(registry, tc, hooks, conversation)
       if reason == nil and approved == nil then reason = "on_tool_call gave no answer" end
       text = "error: the call was refused" .. (reason ~= nil and (": " .. tostring(reason)) or "")
     else
-      local ok, r, rerr = pcall(tool.handler, args, call)
+      local ok, r, rerr = loop.pcall(tool.handler, args, call)
       if ok then text = result_text(r, rerr) else text = "error: " .. error_text(r) end
     end
   end
   if hooks.on_tool_result then
-    local ok, e = pcall(hooks.on_tool_result, call, text)
+    local ok, e = loop.pcall(hooks.on_tool_result, call, text)
     if not ok then return nil, e end
   end
   return text
