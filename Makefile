@@ -108,11 +108,6 @@ rock: dist
 rock-all:
 	@MAKE="$(MAKE)" BUSTED_ARGS=spec/package_spec.lua sh spec/support/test-all.sh $(LUAS)
 
-# luarocks make for every version (LuaJIT: the 5.1 tree), each from a copy of the
-# checkout, loaded by its own interpreter: spec/package_spec.lua under each
-rock-all:
-	@MAKE="$(MAKE)" BUSTED_ARGS=spec/package_spec.lua sh spec/support/test-all.sh $(LUAS)
-
 lint:
 	luacheck lua testing spec bench examples bin
 

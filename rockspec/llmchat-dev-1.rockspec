@@ -42,6 +42,9 @@ build = {
     ["llmchat.batch.input"] = "lua/llmchat/batch/input.lua",
     ["llmchat.batch.output"] = "lua/llmchat/batch/output.lua",
     ["llmchat.call"] = "lua/llmchat/call.lua",
+    ["llmchat.cli"] = "lua/llmchat/cli.lua",
+    ["llmchat.cli.batch"] = "lua/llmchat/cli/batch.lua",
+    ["llmchat.cli.term"] = "lua/llmchat/cli/term.lua",
     ["llmchat.client"] = "lua/llmchat/client.lua",
     ["llmchat.content"] = "lua/llmchat/content.lua",
     ["llmchat.conversation"] = "lua/llmchat/conversation.lua",
@@ -61,6 +64,9 @@ build = {
     ["llmchat.responses"] = "lua/llmchat/responses.lua",
     ["llmchat.result"] = "lua/llmchat/result.lua",
     ["llmchat.schema"] = "lua/llmchat/schema.lua",
+  },
+  install = {
+    bin = { ["llmchat"] = "bin/llmchat" },
   },
   copy_directories = { "docs", "examples" },
 }

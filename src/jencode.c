@@ -126,8 +126,11 @@ static void enc_number(jenc *e, int idx) {
     int prec;
     if (isnan(d) || isinf(d))
       luaL_error(e->L, "llmchat: cannot encode %s as JSON", isnan(d) ? "NaN" : "infinity");
-    /* integral doubles within 2^53 print exactly, as integers */
-    if (d == floor(d) && fabs(d) <= 9007199254740992.0) {
+    /* integral doubles print exactly, as integers (%.0f is the double's exact value): on
+     * 5.1/5.2/LuaJIT a number is the only integer there is, and a server parsing an integer
+     * field (Go's encoding/json) rejects 1.2e+17. Below 1e21, as JavaScript's
+     * JSON.stringify does. */
+    if (d == floor(d) && fabs(d) < 1e21) {
       n = snprintf(tmp, sizeof tmp, "%.0f", d);
       put(e, tmp, (size_t)n);
       return;

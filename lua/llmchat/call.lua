@@ -32,7 +32,6 @@ local function finish(call, res, err)
   if call.done then return end
   call.done = true
   call.res, call.err = res, err
-  loop.call_finished()
   local log = call.log
   if log then
     if err then log(("%s %s failed: %s"):format(call.method, call.url, tostring(err)))
@@ -40,7 +39,7 @@ local function finish(call, res, err)
   end
   -- the C request (its buffers, its easy handle back to the pool) is done with
   if call.req then call.req:close() end
-  if call.waiter then loop.wake(call.waiter) end
+  loop.call_finished(call)  -- wakes whatever waits on it
   if call.on_done then call.on_done(res, err) end
 end
 M.finish = finish
@@ -251,6 +250,12 @@ function Call:result()
   return self.res, self.err
 end
 
+--- The C request this call is waiting on (nil before it has one, or when it failed
+-- before sending): what a blocking wait dispatches.
+function Call:request()
+  return self.req
+end
+
 --- Blocks (or yields, in a coroutine of llmchat.run) until done.
 function Call:wait()
   loop.wait(self)
@@ -273,9 +278,7 @@ function M.start(client, spec, secret, log)
     stream = spec.stream, url = spec.url, method = spec.method or "POST",
     header_lines = spec.headers, state = spec.state, on_attempt = spec.on_attempt,
   }, Call)
-  loop.call_started()
-  local task = loop.current_task()
-  if task then loop.track(task, call) end
+  loop.call_started(call)
   if spec.failure then
     call.timer = loop.after(0, function() finish(call, nil, spec.failure) end, call)
     return call

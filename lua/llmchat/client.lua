@@ -8,6 +8,7 @@ local loop = require("llmchat.loop")
 local logmod = require("llmchat.log")
 local callmod = require("llmchat.call")
 local endpoints = require("llmchat.endpoints")
+local schema = require("llmchat.schema")
 
 local M = {}
 
@@ -210,17 +211,6 @@ local function check_params(params, level)
   end
 end
 
-local function decode_schema(res, call)
-  local data, derr = json.decode(type(res.content) == "string" and res.content or "")
-  if data == nil then
-    return nil, errors.new({ kind = "protocol", status = res.http_status, headers = res.headers,
-      message = "the answer is not the JSON the schema asks for: " .. tostring(derr),
-      body = res.content, raw = res.content, partial = res }, call.secret)
-  end
-  res.data = data
-  return res
-end
-
 local APIS = { chat = endpoints.chat, responses = endpoints.responses }
 
 -- The endpoint a call to start/stream/map goes to: params.api ("chat" or "responses").
@@ -264,7 +254,9 @@ function Client:_call(ep, params, o)
     for _, h in ipairs(header_list(params.headers, "llmchat")) do hdrs[#hdrs + 1] = h end
   end
   local after = o.after
-  if params.schema ~= nil and not after then after = decode_schema end
+  if not after and (params.schema ~= nil or params.response_format ~= nil or params.text ~= nil) then
+    after = function(res, call) return schema.decode(res, params, call.secret) end
+  end
   local spec = {
     endpoint = ep, url = url, method = method, body = text, multipart = o.multipart,
     headers = hdrs, stream = stream, consumer = ep.consumer,
@@ -405,7 +397,7 @@ function Client:stream(params)
   -- a full queue (a loop that stopped taking, or left with break) holds the request: its
   -- records wait in C and flow control pauses the transfer, so memory stays bounded
   local function added()
-    if call and call.waiter then loop.wake(call.waiter) end
+    if call then loop.notify(call) end
     if not held and tail - head + 1 >= ITER_QUEUE_MAX and call and call.req then
       held = true
       call.req:hold(true)
@@ -480,7 +472,7 @@ function Client:stream(params)
   it.next = step
   -- collected without close (5.1 - 5.3 have no to-be-closed variables; a break leaves the
   -- iterator to the collector): the request is cancelled
-  it.guard = loop.on_collect(function() if not call.done then call:cancel() end end)
+  it.guard = loop.on_collect(function() if not call.done then loop.abandon(call) end end)
   setmetatable(it, {
     __call = function() return step() end,
     __close = function() it.close() end,
@@ -511,8 +503,13 @@ function Client:map(list, opts)
     local t = core.now() + d
     if t > pause_until then pause_until = t end
   end
-  local waiter = { done = false }
   local calls = {}
+  -- what a coroutine running map waits on: the scheduler wakes it when a call finishes
+  local finished = 0
+  local waiter = { done = false }
+  function waiter.cancel()
+    for _, c in pairs(calls) do c:cancel() end
+  end
   local function launch(i)
     local p = {}
     for k, v in pairs(list[i]) do p[k] = v end
@@ -525,7 +522,8 @@ function Client:map(list, opts)
       left = left - 1
       if user_done then user_done(res, err) end
       if opts.on_result then opts.on_result(i, res, err) end
-      if waiter.waiter then loop.wake(waiter.waiter) end
+      finished = finished + 1
+      loop.notify(waiter)
     end
     inflight = inflight + 1
     limiters[p] = limiter
@@ -556,8 +554,12 @@ function Client:map(list, opts)
       fill()
       if left == 0 then break end
       if task then
-        waiter.waiter = task
-        if inflight == 0 then loop.sleep(math.max(0, pause_until - core.now())) else coroutine.yield() end
+        if inflight == 0 then
+          loop.sleep(math.max(0, pause_until - core.now()))
+        else
+          local seen = finished
+          loop.wait(waiter, function() return finished ~= seen end)
+        end
       else
         local wait = 0.05
         if inflight == 0 then wait = math.max(0.001, math.min(1, pause_until - core.now())) end

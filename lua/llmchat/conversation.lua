@@ -236,6 +236,8 @@ end
 -- user message.
 function Conversation:say(input, opts)
   if opts ~= nil and type(opts) ~= "table" then error("conversation:say: opts must be a table", 2) end
+  -- a turn whose coroutine was killed (llmchat.run cancelled it) never came back
+  if self._busy and loop.gone(self._busy) then self._busy = false end
   if self._busy then error("conversation:say: this conversation is already waiting for an answer", 2) end
   opts = opts or {}
   -- misuse raises here, before anything starts
@@ -254,7 +256,7 @@ function Conversation:say(input, opts)
   if opts.messages ~= nil or opts.tools ~= nil or opts.input ~= nil then
     error("conversation:say: the conversation owns 'messages', 'input' and 'tools' (use conv:append, conv:tool)", 2)
   end
-  self._busy = true
+  self._busy = coroutine.running() or true
   -- client calls may yield (inside llmchat.run): the turn runs under loop.pcall, which a
   -- coroutine of ours can yield through on every Lua (5.1 included), so a misuse error
   -- cannot leave the conversation busy. Hook errors come back as `raised` either way.

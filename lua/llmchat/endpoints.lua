@@ -20,6 +20,7 @@ local errors = require("llmchat.errors")
 local result = require("llmchat.result")
 local responses = require("llmchat.responses")
 local core = require("llmchat.core")
+local schema = require("llmchat.schema")
 
 local M = {}
 
@@ -76,11 +77,7 @@ M.chat = {
         body.stream_options = { include_usage = true }
       end
     end
-    if params.schema ~= nil and body.response_format == nil then
-      if type(params.schema) ~= "table" then error("llmchat: 'schema' must be a table (a JSON schema)", 4) end
-      body.response_format = { type = "json_schema", json_schema = {
-        name = params.schema_name or "response", schema = params.schema, strict = true } }
-    end
+    if body.response_format == nil then body.response_format = schema.response_format(params, 4) end
     return body
   end,
   result = function(decoded) return result.from_completion(decoded) end,
@@ -119,11 +116,7 @@ M.responses = {
   body = function(client, params, stream)
     local body = body_of(client, params)
     if stream then body.stream = true end
-    if params.schema ~= nil and body.text == nil then
-      if type(params.schema) ~= "table" then error("llmchat: 'schema' must be a table (a JSON schema)", 4) end
-      body.text = { format = { type = "json_schema", name = params.schema_name or "response",
-        schema = params.schema, strict = true } }
-    end
+    body.text = schema.text_format(params, 4) or body.text
     return body
   end,
   assembler = function(call) return responses.assembler(call) end,

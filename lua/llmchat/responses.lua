@@ -9,6 +9,7 @@
 -- ("stop", "tool_calls", "length" ...), message (an assistant message for a chat history).
 local json = require("llmchat.json")
 local errors = require("llmchat.errors")
+local messages = require("llmchat.message")
 
 local M = {}
 
@@ -90,7 +91,7 @@ function M.from_response(r)
       chat_calls[i] = { id = tc.id, type = "function", ["function"] = tc["function"] }
     end
   end
-  r.message = { role = "assistant", content = r.content, refusal = r.refusal, tool_calls = chat_calls }
+  r.message = messages.assistant({ content = r.content, refusal = r.refusal, tool_calls = chat_calls })
   return r
 end
 

@@ -80,8 +80,11 @@ local function flush()
       if #chat.pending > 0 then
         local text = table.concat(chat.pending)
         chat.pending = {}
-        local last = api.nvim_buf_get_lines(buf, -2, -1, false)[1] or ""
-        api.nvim_buf_set_lines(buf, -2, -1, false, vim.split(last .. text, "\n", { plain = true }))
+        -- append at the end of the last line without reading it back (a long line
+        -- would be copied on every flush)
+        local n = api.nvim_buf_line_count(buf)
+        local col = api.nvim_buf_get_offset(buf, n) - api.nvim_buf_get_offset(buf, n - 1) - 1
+        api.nvim_buf_set_text(buf, n - 1, col, n - 1, col, vim.split(text, "\n", { plain = true }))
       end
       if chat.status ~= "streaming" then
         api.nvim_buf_set_var(buf, "llmchat_status", chat.status)
