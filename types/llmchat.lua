@@ -256,6 +256,10 @@ function Call:cancel() end
 ---The same as cancel.
 function Call:close() end
 
+---The C request the call is waiting on (nil before it has one): for the scheduler.
+---@return userdata?
+function Call:request() end
+
 ---The iterator of client:stream.
 ---@class llmchat.Stream
 ---@field call llmchat.Call the call handle
