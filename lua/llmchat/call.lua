@@ -71,7 +71,7 @@ end
 -- off, refused, an HTTP error status); else nil, status, headers.
 local function transfer_error(call)
   local req = call.req
-  local secret = secret_of(call)
+  local secret = private[call].secret
   local reason, code, msg = req:outcome()
   if reason == "cancelled" then
     return errors.new({ kind = "cancelled", message = "cancelled by the caller",
@@ -140,8 +140,9 @@ local function outcome(call)
   local err, status, headers = transfer_error(call)
   if err then return nil, err end
   local res
-  if req:stream_state() then
-    res, err = ep.stream_result(call, req, status, headers)
+  local sse, done_marker, finished, events = req:stream_state()
+  if sse then
+    res, err = ep.stream_result(call, req, status, headers, done_marker, finished, events)
     if not res then return nil, err end
   elseif ep.raw then
     res = { body = req:body() }
@@ -203,7 +204,7 @@ local function begin_attempt(call)
   if log then
     log(("%s %s (attempt %d of %d%s)"):format(call.method, call.url, call.attempt,
       call.max_retries + 1, call.stream and ", stream" or ""))
-    for _, h in ipairs(private[call].header_lines) do
+    for _, h in ipairs(private[call].headers) do
       local name, value = h:match("^([^:]+):%s*(.*)$")
       if name and value ~= "" then log("> " .. logmod.header_line(name, value)) end
     end
@@ -265,7 +266,7 @@ end
 --- The C request this call is waiting on (nil before it has one, or when it failed
 -- before sending): what a blocking wait dispatches.
 function Call:request()
-  return self.req
+  return self.req or nil
 end
 
 --- Blocks (or yields, in a coroutine of llmchat.run) until done.
@@ -288,17 +289,21 @@ function M.start(client, spec, secret, log)
     on_done = spec.on_done, after = spec.after, batch = spec.batch,
     idle_timeout = spec.idle_timeout, max_response_size = spec.max_response_size,
     stream = spec.stream, url = spec.url, method = spec.method or "POST",
-    state = spec.state, on_attempt = spec.on_attempt,
+    state = spec.state, on_attempt = spec.on_attempt or nil,
+    -- set later; here so that the table is built at its final size
+    req = false, t0 = 0, timer = false,
   }, Call)
-  private[call] = { secret = secret, header_lines = spec.headers }
+  -- the spec (it holds the header lines) is the call's private part: no table more
+  spec.secret = secret
+  private[call] = spec
   loop.call_started(call)
   if spec.failure then
     call.timer = loop.after(0, function() finish(call, nil, spec.failure) end, call)
     return call
   end
   call.req = core.request(spec)
-  local h = spec.handlers or {}
-  call.req:handlers(h.on_delta, function() complete(call) end, h.event_mt, h.batch, h.on_event)
+  call.req:handlers(spec.on_delta, function() complete(call) end, spec.event_mt, spec.batch_events,
+    spec.on_event)
   begin_attempt(call)
   return call
 end

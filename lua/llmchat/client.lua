@@ -199,6 +199,8 @@ local event_mt = {
 }
 M.event_mt = event_mt
 
+local CALLBACKS = { "on_delta", "on_event", "on_done" }
+
 local function check_params(params, level)
   if type(params) ~= "table" then
     error(("llmchat: bad argument #1 'params' (a table of request fields expected, got %s)"):format(type(params)), level + 1)
@@ -206,7 +208,8 @@ local function check_params(params, level)
   if params.messages ~= nil and type(params.messages) ~= "table" then
     error("llmchat: 'messages' must be a table (an array of messages)", level + 1)
   end
-  for _, k in ipairs({ "on_delta", "on_event", "on_done" }) do
+  for i = 1, 3 do
+    local k = CALLBACKS[i]
     if params[k] ~= nil and type(params[k]) ~= "function" then
       error(("llmchat: '%s' must be a function"):format(k), level + 1)
     end
@@ -263,7 +266,10 @@ function Client:_call(ep, params, o)
   if not after and (params.schema ~= nil or params.response_format ~= nil or params.text ~= nil) then
     after = function(res, call) return schema.decode(res, params, secret_of(call)) end
   end
+  -- built whole (a field added later would grow, and rehash, a table of ~30): the fields
+  -- llmchat.call adds are here too
   local spec = {
+    secret = secrets[self], on_attempt = false,
     endpoint = ep, url = url, method = method, body = text, multipart = o.multipart,
     headers = hdrs, stream = stream, consumer = ep.consumer,
     timeout = params.timeout or self.timeout,
@@ -275,8 +281,7 @@ function Client:_call(ep, params, o)
     max_retries = params.max_retries, on_done = params.on_done, after = after,
     download = o.download,
     batch = o.rate_limiter, failure = failure,
-    handlers = { on_delta = o.on_delta, on_event = o.on_event, batch = o.batch,
-      event_mt = event_mt },
+    on_delta = o.on_delta, on_event = o.on_event, batch_events = o.batch, event_mt = event_mt,
   }
   if ep.assembler and stream then
     -- an events stream assembled in Lua: every raw event goes through the assembler, and
@@ -287,7 +292,8 @@ function Client:_call(ep, params, o)
       state = ep.assembler(call)
       call.state = state
     end
-    spec.handlers = { event_mt = event_mt, on_event = function(raw)
+    spec.on_delta, spec.batch_events = nil, nil
+    spec.on_event = function(raw)
       local ev = state:feed(raw)
       if not ev then return end
       setmetatable(ev, nil)
@@ -296,7 +302,7 @@ function Client:_call(ep, params, o)
       if on_event then r2 = on_event(ev) end
       if sink then r3 = sink(ev) end
       if r1 == false or r2 == false or r3 == false then return false end
-    end }
+    end
   end
   return callmod.start(self, spec, secrets[self], self._log)
 end

@@ -19,7 +19,13 @@ local json = require("llmchat.json")
 local secret_of = require("llmchat.call").secret_of
 local errors = require("llmchat.errors")
 local result = require("llmchat.result")
-local responses = require("llmchat.responses")
+-- the Responses API's shaping is loaded on its first use (a script that only chats pays
+-- nothing for it)
+local responses = setmetatable({}, { __index = function(t, k)
+  local mod = require("llmchat.responses")
+  setmetatable(t, { __index = mod })
+  return mod[k]
+end })
 local core = require("llmchat.core")
 local schema = require("llmchat.schema")
 
@@ -78,7 +84,9 @@ M.chat = {
         body.stream_options = { include_usage = true }
       end
     end
-    if body.response_format == nil then body.response_format = schema.response_format(params, 4) end
+    if (params.schema ~= nil or params.schema_name ~= nil) and body.response_format == nil then
+      body.response_format = schema.response_format(params, 4)
+    end
     return body
   end,
   result = function(decoded) return result.from_completion(decoded) end,
@@ -86,8 +94,7 @@ M.chat = {
     if req:stream_state() then return result.from_assembled(req:result()) end
     return nil
   end,
-  stream_result = function(call, req, status, headers)
-    local _, done_marker, finished, events = req:stream_state()
+  stream_result = function(call, req, status, headers, done_marker, finished, events)
     local partial = result.from_assembled(req:result())
     local ej = req:error_json()
     if ej then

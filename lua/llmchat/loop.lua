@@ -154,15 +154,18 @@ end
 ---------------------------------------------------------------------------
 -- the interface toward calls
 
+-- (the two below and wait run for every call: current_task and notify are inlined)
 function Scheduler:call_started(call)
   self.active = self.active + 1
-  local task = self:current_task()
+  local co = coroutine.running()
+  local task = co and self.tasks[co]
   if task then self:track(task, call) end
 end
 
 function Scheduler:call_finished(call)
   self.active = self.active - 1
-  self:notify(call)
+  local task = self.waiters[call]
+  if task then self:wake(task) end
 end
 
 --- Something arrived for `call`: the task waiting on it runs again.
@@ -401,7 +404,8 @@ local function is_done(call) return call.done end
 -- and timers, so a blocking call never fires another request's.
 function Scheduler:wait(call, until_fn)
   until_fn = until_fn or is_done
-  local task = self:current_task()
+  local co = coroutine.running()
+  local task = co and self.tasks[co]
   if task then
     local prev = task.call
     task.call = call
@@ -411,15 +415,16 @@ function Scheduler:wait(call, until_fn)
     task.call = prev
     return
   end
+  local heap = self.heap
   while not until_fn(call) do
-    self:cancel_abandoned()
+    if self.abandoned[1] ~= nil then self:cancel_abandoned() end
     local wait = 1.0
-    local nt = self:next_delay(call)
+    local nt = heap[1] ~= nil and self:next_delay(call)
     if nt and nt < wait then wait = nt end
     -- only this call's callbacks; a call that never reached the network (it failed before
     -- sending) has no request: drive without dispatching anybody's
     local _, err = core.drive(wait, call:request() or false)
-    self:fire_timers(call)
+    if heap[1] ~= nil then self:fire_timers(call) end
     if err ~= nil then error(err, 0) end
   end
 end
