@@ -28,9 +28,10 @@
 #define LLMCHAT_VERSION "0.2.0"
 
 typedef struct lrequest {
-  request r;
+  request r;        /* first: a request * is its lrequest * */
   int initialized;
   int closed;
+  int callbacks;    /* r:handlers gave on_delta or on_event: records are delivered */
 } lrequest;
 
 static engine *get_engine(lua_State *L) {
@@ -489,6 +490,7 @@ static int r_handlers(lua_State *L) {
   lrequest *lr = check_req(L, 1);
   lua_settop(L, 6);
   lr->r.max_pending = lua_toboolean(L, 5) ? MAX_PENDING_BATCH : MAX_PENDING_DELTAS;
+  lr->callbacks = lua_isfunction(L, 2) || lua_isfunction(L, 6);
   lua_getuservalue(L, 1);
   lua_pushvalue(L, 2);
   lua_setfield(L, -2, "on_delta");
@@ -631,7 +633,9 @@ static void dispatch_one(lua_State *L, engine *e, request *r, int err_slot) {
   ud = lua_gettop(L);
   lua_getuservalue(L, ud);
   hv = lua_gettop(L);
-  if (consumer_pending(&r->cons)) {
+  /* records with nobody to take them (a stream read only for its result) are just dropped
+   * below: no protected call */
+  if (consumer_pending(&r->cons) && ((lrequest *)r)->callbacks) {
     lua_pushcfunction(L, dispatch_records);
     lua_pushlightuserdata(L, (void *)r);
     lua_pushvalue(L, hv);
