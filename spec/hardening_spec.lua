@@ -273,7 +273,9 @@ describe("hardening", function()
       assert.equal(0, st.inflight)
       assert.equal(0, st.anchored)
       local lua1, rss1 = collectgarbage("count"), rss_kb()
-      assert.truthy(lua1 - lua0 < 1024, ("Lua heap grew %.0f KB"):format(lua1 - lua0))
+      -- "within a few MB" (issue 14): 3 MB after 1,000 requests; LuaJIT's heap moves by
+      -- about 1 MB from run to run even once settled, a leak of a few KB a request does not
+      assert.truthy(lua1 - lua0 < 3 * 1024, ("Lua heap grew %.0f KB"):format(lua1 - lua0))
       if measure and rss0 then
         assert.truthy(rss1 - rss0 < 8 * 1024, ("RSS grew %d KB"):format(rss1 - rss0))
       end
