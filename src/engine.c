@@ -141,23 +141,14 @@ static void discard_stale(engine *e) {
   n = epoll_wait(e->idle_epfd, evs, 16, 0);
   for (i = 0; i < n; i++) {
     curl_socket_t fd = evs[i].data.fd;
-    request *r;
-    curl_socket_t s;
     char sink[4096];
     int k;
-    /* a transfer took it over meanwhile (libcurl may hand a finished transfer's connection
-     * to the next one before the engine sees the first one done): its bytes are its own */
-    if (sock_watched(e, fd)) {
-      epoll_ctl(e->idle_epfd, EPOLL_CTL_DEL, fd, NULL);
-      continue;
-    }
-    /* a paused transfer's socket may not be watched either: its bytes are its own too */
-    for (r = e->all; r; r = r->link.next) {
-      s = CURL_SOCKET_BAD;
-      if (curl_easy_getinfo(r->easy, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK && s == fd) break;
-    }
-    if (r) continue;
     epoll_ctl(e->idle_epfd, EPOLL_CTL_DEL, fd, NULL);
+    /* a transfer took it over meanwhile (libcurl may hand a finished transfer's connection
+     * to the next one before the engine sees the first one done): its bytes are its own.
+     * (A paused transfer's connection is never in the idle set: only finish() adds to it,
+     * and the next transfer's watch takes it out.) */
+    if (sock_watched(e, fd)) continue;
     /* readable because the server closed it (EOF): libcurl's own check finds it dead */
     if (recv(fd, sink, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) continue;
     shutdown(fd, SHUT_RDWR);
